@@ -1,0 +1,140 @@
+/**
+ * todo-inner's configuration: one JSON file, validated once at start against this schema (unknown keys
+ * rejected, every problem named by its key), defaults filled from here, relative paths resolved against
+ * the file's folder, then frozen. README.md documents every key.
+ */
+import { readConfigFile, resolveFrom, schemaParts, validateConfig, deepFreeze } from '../shared/config.js'
+import type { TokenConfig } from '../shared/tokens.js'
+import type { Synchronous } from '../shared/sqlite.js'
+
+export interface InnerConfig {
+  centerId: string
+  dataDir: string
+  keyFile: string
+  listen: { intake?: string; portal?: string; admin?: string; upstream?: string }
+  outers: { url: string; publicKey: string; ca?: string }[]
+  tokens?: TokenConfig
+  intake: {
+    maxBodyBytes: number; maxBatch: number; maxLoginName: number; maxUrl: number; maxName: number
+    maxQuantity: number; maxDepth: number; ratePerSecond: number
+  }
+  link: { batchSize: number; window: number; heartbeatMs: number; deadMs: number; reconnectBaseMs: number; reconnectMaxMs: number }
+  clients: { maxConnectionsPerUser: number; maxBufferedBytes: number; allowedOrigins: string[]; heartbeatMs: number }
+  storage: { synchronous: Synchronous; busyTimeoutMs: number }
+  log: { level: string }
+  /** Absolute path of the file this came from. */
+  readonly configPath: string
+}
+
+const int = (min: number, max: number, dflt: number): object => ({ type: 'integer', minimum: min, maximum: max, default: dflt })
+
+export const INNER_SCHEMA = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['centerId', 'dataDir', 'keyFile', 'listen'],
+  properties: {
+    $schema: { type: 'string' },
+    centerId: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,64}$' },
+    dataDir: { type: 'string', minLength: 1 },
+    keyFile: { type: 'string', minLength: 1 },
+    listen: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        intake: schemaParts.listen, portal: schemaParts.listen, admin: schemaParts.listen, upstream: schemaParts.listen,
+      },
+    },
+    outers: {
+      type: 'array',
+      default: [],
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['url', 'publicKey'],
+        properties: {
+          url: { type: 'string', pattern: '^wss?://' },
+          publicKey: schemaParts.publicKey,
+          ca: { type: 'string' },
+        },
+      },
+    },
+    tokens: schemaParts.tokens,
+    intake: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        maxBodyBytes: int(1024, 64 * 1024 * 1024, 1024 * 1024),
+        maxBatch: int(1, 100_000, 1000),
+        maxLoginName: int(1, 4096, 128),
+        maxUrl: int(1, 65536, 2048),
+        maxName: int(1, 4096, 256),
+        maxQuantity: int(0, Number.MAX_SAFE_INTEGER, 1_000_000_000),
+        maxDepth: int(2, 256, 16),
+        ratePerSecond: int(1, 10_000_000, 5000),
+      },
+    },
+    link: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        batchSize: int(1, 1000, 500),
+        window: int(1, 1024, 8),
+        heartbeatMs: int(100, 600_000, 10_000),
+        deadMs: int(300, 3_600_000, 30_000),
+        reconnectBaseMs: int(1, 600_000, 500),
+        reconnectMaxMs: int(1, 3_600_000, 30_000),
+      },
+    },
+    clients: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        maxConnectionsPerUser: int(1, 10_000, 10),
+        maxBufferedBytes: int(1024, 1024 * 1024 * 1024, 4 * 1024 * 1024),
+        allowedOrigins: { type: 'array', items: { type: 'string' }, default: [] },
+        heartbeatMs: int(100, 600_000, 30_000),
+      },
+    },
+    storage: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        synchronous: { enum: ['FULL', 'NORMAL', 'OFF'], default: 'FULL' },
+        busyTimeoutMs: int(0, 60_000, 2000),
+      },
+    },
+    log: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: { level: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' } },
+    },
+  },
+} as const
+
+/** Validates a parsed config object; `configPath` anchors relative paths. */
+export function parseInnerConfig(raw: unknown, configPath: string): InnerConfig {
+  const c = validateConfig<Omit<InnerConfig, 'configPath'>>(raw, INNER_SCHEMA, configPath)
+  const resolved: InnerConfig = {
+    ...c,
+    configPath,
+    dataDir: resolveFrom(configPath, c.dataDir),
+    keyFile: resolveFrom(configPath, c.keyFile),
+    outers: c.outers.map((o) => (o.ca ? { ...o, ca: resolveFrom(configPath, o.ca) } : o)),
+  }
+  if (c.tokens) {
+    const t = { ...c.tokens }
+    if (t.secretFile) t.secretFile = resolveFrom(configPath, t.secretFile)
+    if (t.signingKeyFile) t.signingKeyFile = resolveFrom(configPath, t.signingKeyFile)
+    resolved.tokens = t
+  }
+  return deepFreeze(resolved)
+}
+
+export function loadInnerConfig(path: string): InnerConfig {
+  return parseInnerConfig(readConfigFile(path), path)
+}

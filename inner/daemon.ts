@@ -1,0 +1,130 @@
+/**
+ * Wires todo-inner: store → registry → ingest (group commit) → intake listener, portal (client API),
+ * admin listener, link clients. `build()` opens what must exist (store, key) and fails early on a bad
+ * setup; `start()` binds listeners and dials; `close()` drains in reverse order. Tests start this in-process.
+ */
+import type { Server } from 'node:http'
+import { fileURLToPath } from 'node:url'
+import { dirname, join } from 'node:path'
+import { loadKeyFile, type KeyPair } from '../shared/crypto.js'
+import { createLogger, type Logger } from '../shared/log.js'
+import { closeServer, listen, type Bound } from '../shared/listen.js'
+import { createTokenVerifier } from '../shared/tokens.js'
+import { ClientHub } from '../shared/client-hub.js'
+import { createClientApi, type ClientApi } from '../shared/client-api.js'
+import type { InnerConfig } from './config.js'
+import { InnerStore, recordReceipt } from './store.js'
+import { RegistryCache } from './registry.js'
+import { Ingest } from './ingest.js'
+import { createIntakeServer } from './intake.js'
+import { LinkClient } from './link-client.js'
+import { createMetrics, type Metrics } from './metrics.js'
+import { createAdminServer } from './admin.js'
+
+export interface InnerDaemon {
+  readonly config: InnerConfig
+  readonly store: InnerStore
+  readonly registry: RegistryCache
+  readonly ingest: Ingest
+  readonly key: KeyPair
+  readonly log: Logger
+  readonly metrics: Metrics
+  readonly links: LinkClient[]
+  /** Bound listeners by name (after start). */
+  readonly addresses: Record<string, Bound>
+  start(): Promise<void>
+  close(): Promise<void>
+}
+
+export interface InnerDeps { log?: Logger }
+
+/** Where the web page's files are (dist/shared/web after a build). */
+export const WEB_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'shared', 'web')
+
+export function build(config: InnerConfig, deps: InnerDeps = {}): InnerDaemon {
+  const log = deps.log ?? createLogger({ name: 'todo-inner', level: config.log.level })
+  const key = loadKeyFile(config.keyFile)
+  const store = new InnerStore(config.dataDir, { synchronous: config.storage.synchronous, busyTimeoutMs: config.storage.busyTimeoutMs })
+  const registry = new RegistryCache(store.db)
+  const metrics = createMetrics()
+  const ingest = new Ingest(store, key, config.centerId, log.child({ mod: 'ingest' }))
+  ingest.on('stored', (envs) => metrics.stored.inc(envs.length))
+
+  const storedListeners = new Set<() => void>()
+  ingest.on('stored', () => { for (const l of storedListeners) l() })
+  const subscribe = (fn: () => void): (() => void) => {
+    storedListeners.add(fn)
+    return () => storedListeners.delete(fn)
+  }
+  const links = config.outers.map((o) => new LinkClient(o, {
+    store, key, centerId: config.centerId, log: log.child({ mod: 'link' }), metrics, options: config.link, subscribe,
+  }))
+
+  const servers: { name: string; server: Server; address: string }[] = []
+  const addresses: Record<string, Bound> = {}
+  let portal: ClientApi | undefined
+  let started = false
+  let closing: Promise<void> | undefined
+
+  return {
+    config, store, registry, ingest, key, log, metrics, links, addresses,
+
+    async start() {
+      if (started) return
+      started = true
+      registry.watch()
+      if (config.listen.intake) {
+        servers.push({
+          name: 'intake', address: config.listen.intake,
+          server: createIntakeServer({
+            registry, ingest, log: log.child({ mod: 'intake' }), metrics,
+            options: { maxBodyBytes: config.intake.maxBodyBytes, limits: config.intake, defaultRatePerSecond: config.intake.ratePerSecond },
+          }),
+        })
+      }
+      if (config.listen.portal) {
+        if (!config.tokens) throw new Error('listen.portal needs a tokens section')
+        const hub = new ClientHub({ maxConnectionsPerUser: config.clients.maxConnectionsPerUser, maxBufferedBytes: config.clients.maxBufferedBytes })
+        portal = createClientApi({
+          source: {
+            epoch: () => store.epoch,
+            lastSeq: () => store.lastSeq,
+            snapshot: (user) => store.userSnapshot(user),
+            since: (user, seq) => (seq < store.firstSeq() - 1 ? null : store.userSince(user, seq, 100_000).map((r) => r.envelope)),
+          },
+          hub,
+          verifier: await createTokenVerifier(config.tokens),
+          log: log.child({ mod: 'portal' }),
+          innerPublicKey: key.publicKey,
+          webDir: WEB_DIR,
+          sinks: { receipt: (user, seq, kind) => { recordReceipt(store, user, seq, kind, Date.now()) } },
+          options: { allowedOrigins: config.clients.allowedOrigins, heartbeatMs: config.clients.heartbeatMs },
+        })
+        const p = portal
+        ingest.on('stored', (envs) => { for (const e of envs) p.publish(e.user, JSON.stringify(e)) })
+        servers.push({ name: 'portal', address: config.listen.portal, server: portal.server })
+      }
+      if (config.listen.admin) {
+        servers.push({ name: 'admin', address: config.listen.admin, server: createAdminServer({ store, registry, metrics, links, log: log.child({ mod: 'admin' }) }) })
+      }
+      for (const s of servers) addresses[s.name] = await listen(s.server, s.address, s.name, log)
+      for (const l of links) l.start()
+    },
+
+    close() {
+      closing ??= (async () => {
+        registry.stop()
+        // Stop taking pushes first, then let the last group commit land, then stop the links and clients.
+        const intake = servers.find((s) => s.name === 'intake')
+        if (intake) await closeServer(intake.server)
+        await ingest.close()
+        await Promise.all(links.map((l) => l.close()))
+        await portal?.close()
+        await Promise.all(servers.filter((s) => s.name !== 'intake').map((s) => closeServer(s.server)))
+        store.close()
+        log.info('stopped')
+      })()
+      return closing
+    },
+  }
+}

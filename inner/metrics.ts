@@ -1,0 +1,33 @@
+/** The inner's Prometheus metrics, served on the admin listener at /metrics. */
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
+import { createRegistry } from '../shared/metrics.js'
+
+export interface Metrics {
+  registry: Registry
+  received: Counter<'system' | 'source'>
+  rejected: Counter<'code'>
+  stored: Counter
+  forwarded: Counter<'peer'>
+  acked: Counter<'peer'>
+  linkUp: Gauge<'peer'>
+  backlog: Gauge<'peer'>
+  ackLatency: Histogram<'peer'>
+}
+
+export function createMetrics(): Metrics {
+  const registry = createRegistry('todo_inner')
+  return {
+    registry,
+    received: new Counter({ name: 'todo_inner_received_total', help: 'Records accepted, by system and source', labelNames: ['system', 'source'], registers: [registry] }),
+    rejected: new Counter({ name: 'todo_inner_rejected_total', help: 'Intake requests rejected, by error code', labelNames: ['code'], registers: [registry] }),
+    stored: new Counter({ name: 'todo_inner_stored_total', help: 'Messages committed', registers: [registry] }),
+    forwarded: new Counter({ name: 'todo_inner_forwarded_total', help: 'Messages sent on a link', labelNames: ['peer'], registers: [registry] }),
+    acked: new Counter({ name: 'todo_inner_acked_total', help: 'Messages committed by a peer', labelNames: ['peer'], registers: [registry] }),
+    linkUp: new Gauge({ name: 'todo_inner_link_up', help: '1 while the link to a peer is authenticated', labelNames: ['peer'], registers: [registry] }),
+    backlog: new Gauge({ name: 'todo_inner_link_backlog', help: 'Messages stored but not yet acked by a peer', labelNames: ['peer'], registers: [registry] }),
+    ackLatency: new Histogram({
+      name: 'todo_inner_store_to_ack_seconds', help: 'From stored to committed at the peer', labelNames: ['peer'], registers: [registry],
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 300],
+    }),
+  }
+}

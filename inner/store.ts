@@ -1,0 +1,186 @@
+/**
+ * The inner's durable store: the outbox of signed envelopes with a gap-free seq, the current state per
+ * (system, user), lifecycle timestamps and per-peer progress. Writes of new messages go through
+ * `appendMessages` inside one transaction per group commit (see ingest.ts).
+ */
+import { randomBytes } from 'node:crypto'
+import { join } from 'node:path'
+import { openDatabase, migrate, type DB, type OpenOptions } from '../shared/sqlite.js'
+import { MIGRATIONS } from './schema.js'
+
+export interface NewMessage {
+  seq: number
+  id: string
+  systemId: string
+  user: string
+  quantity: number
+  level: number
+  url: string
+  name: string
+  source: 'push' | 'pull' | 'upstream'
+  envelope: string
+  receivedAt: number
+  storedAt: number
+}
+
+export interface StateRow { system_id: string; user: string; quantity: number; level: number; url: string; name: string; seq: number }
+
+export interface MessageRow {
+  seq: number; id: string; system_id: string; user: string; quantity: number; source: string; envelope: string
+  received_at: number; stored_at: number; forwarded_at: number | null; acked_at: number | null
+  delivered_at: number | null; read_at: number | null; superseded_at: number | null
+}
+
+export class InnerStore {
+  readonly db: DB
+  readonly epoch: string
+  private last: number
+  private readonly st
+
+  constructor(dataDir: string, opts: OpenOptions = {}) {
+    this.db = openDatabase(join(dataDir, 'inner.sqlite'), opts)
+    migrate(this.db, MIGRATIONS)
+    const db = this.db
+    this.st = {
+      getMeta: db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?'),
+      setMeta: db.prepare('INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value'),
+      insertMessage: db.prepare(`INSERT INTO messages(seq, id, system_id, user, quantity, source, envelope, received_at, stored_at)
+        VALUES (@seq, @id, @systemId, @user, @quantity, @source, @envelope, @receivedAt, @storedAt)`),
+      getState: db.prepare<[string, string], StateRow>('SELECT * FROM state WHERE system_id = ? AND user = ?'),
+      upsertState: db.prepare(`INSERT INTO state(system_id, user, quantity, level, url, name, seq)
+        VALUES (@systemId, @user, @quantity, @level, @url, @name, @seq)
+        ON CONFLICT(system_id, user) DO UPDATE SET quantity = excluded.quantity, level = excluded.level,
+          url = excluded.url, name = excluded.name, seq = excluded.seq`),
+      supersede: db.prepare('UPDATE messages SET superseded_at = ? WHERE seq = ? AND superseded_at IS NULL'),
+      after: db.prepare<[number, number], { seq: number; envelope: string }>('SELECT seq, envelope FROM messages WHERE seq > ? ORDER BY seq LIMIT ?'),
+      latestAfter: db.prepare<[number, number], { seq: number; envelope: string }>(
+        'SELECT m.seq, m.envelope FROM state s JOIN messages m ON m.seq = s.seq WHERE s.seq > ? ORDER BY s.seq LIMIT ?'),
+      minSeq: db.prepare<[], { s: number | null }>('SELECT min(seq) AS s FROM messages'),
+      maxSeq: db.prepare<[], { s: number | null }>('SELECT max(seq) AS s FROM messages'),
+      forwarded: db.prepare('UPDATE messages SET forwarded_at = ? WHERE seq > ? AND seq <= ? AND forwarded_at IS NULL'),
+      acked: db.prepare('UPDATE messages SET acked_at = ? WHERE seq > ? AND seq <= ? AND acked_at IS NULL'),
+      userSnapshot: db.prepare<[string], { envelope: string }>(
+        'SELECT m.envelope FROM state s JOIN messages m ON m.seq = s.seq WHERE s.user = ? AND s.quantity > 0 ORDER BY s.seq'),
+      userSince: db.prepare<[string, number, number], { envelope: string; seq: number }>(
+        'SELECT envelope, seq FROM messages WHERE user = ? AND seq > ? ORDER BY seq LIMIT ?'),
+      upsertPeer: db.prepare(`INSERT INTO peers(public_key, kind, url, updated_at) VALUES (?, ?, ?, ?)
+        ON CONFLICT(public_key) DO UPDATE SET kind = excluded.kind, url = excluded.url, updated_at = excluded.updated_at`),
+      peerAck: db.prepare('UPDATE peers SET acked_seq = ?, epoch = ?, updated_at = ? WHERE public_key = ?'),
+      peerConnected: db.prepare('UPDATE peers SET connected_at = ?, last_error = NULL, updated_at = ? WHERE public_key = ?'),
+      peerError: db.prepare('UPDATE peers SET last_error = ?, updated_at = ? WHERE public_key = ?'),
+    }
+    this.epoch = this.initEpoch()
+    this.last = Math.max(this.st.maxSeq.get()?.s ?? 0, Number(this.st.getMeta.get('last_seq')?.value ?? 0))
+  }
+
+  /** The epoch is random and fixed at creation, so a reset or restored database never passes for the old sequence. */
+  private initEpoch(): string {
+    const row = this.st.getMeta.get('epoch')
+    if (row) return row.value
+    const epoch = randomBytes(8).toString('hex')
+    this.db.transaction(() => {
+      this.st.setMeta.run('epoch', epoch)
+      this.st.setMeta.run('created_at', String(Date.now()))
+    })()
+    return epoch
+  }
+
+  /** The highest committed seq. */
+  get lastSeq(): number {
+    return this.last
+  }
+
+  /** The oldest seq still held (history before it was pruned); lastSeq + 1 when empty. */
+  firstSeq(): number {
+    return this.st.minSeq.get()?.s ?? this.last + 1
+  }
+
+  getState(systemId: string, user: string): StateRow | undefined {
+    return this.st.getState.get(systemId, user)
+  }
+
+  /**
+   * Appends messages and updates state. Must run inside a transaction (ingest.ts opens it). `seq`s must
+   * continue lastSeq without gaps; the in-memory counter moves only after the caller's commit, via
+   * `committed()`, so a rolled-back transaction leaves no hole.
+   */
+  appendMessages(msgs: readonly NewMessage[]): void {
+    for (const m of msgs) {
+      const prev = this.st.getState.get(m.systemId, m.user)
+      if (prev) this.st.supersede.run(m.storedAt, prev.seq)
+      this.st.insertMessage.run(m)
+      this.st.upsertState.run(m)
+    }
+    if (msgs.length > 0) this.st.setMeta.run('last_seq', String(msgs[msgs.length - 1]!.seq))
+  }
+
+  committed(lastSeq: number): void {
+    this.last = lastSeq
+  }
+
+  /** Envelopes with seq > `after`, in order, as stored JSON text. */
+  envelopesAfter(after: number, limit: number): { seq: number; envelope: string }[] {
+    return this.st.after.all(after, limit)
+  }
+
+  /** The latest envelope per (system, user) with seq > `after`, in seq order (for a full resync). */
+  latestAfter(after: number, limit: number): { seq: number; envelope: string }[] {
+    return this.st.latestAfter.all(after, limit)
+  }
+
+  markForwarded(from: number, to: number, ts: number): void {
+    this.st.forwarded.run(ts, from, to)
+  }
+
+  /** Records a peer's committed high-water mark and the `acked` stage for what it newly covers. */
+  recordAck(peerKey: string, epoch: string, prev: number, seq: number, ts: number): void {
+    this.db.transaction(() => {
+      if (seq > prev) this.st.acked.run(ts, prev, seq)
+      this.st.peerAck.run(seq, epoch, ts, peerKey)
+    })()
+  }
+
+  registerPeer(publicKey: string, kind: 'outer' | 'downstream', url: string): void {
+    this.st.upsertPeer.run(publicKey, kind, url, Date.now())
+  }
+
+  peerConnected(publicKey: string): void {
+    const now = Date.now()
+    this.st.peerConnected.run(now, now, publicKey)
+  }
+
+  peerError(publicKey: string, error: string): void {
+    this.st.peerError.run(error.slice(0, 500), Date.now(), publicKey)
+  }
+
+  /** A user's current non-zero items, as envelope JSON text. */
+  userSnapshot(user: string): string[] {
+    return this.st.userSnapshot.all(user).map((r) => r.envelope)
+  }
+
+  /** A user's messages after `seq`, oldest first. */
+  userSince(user: string, seq: number, limit: number): { envelope: string; seq: number }[] {
+    return this.st.userSince.all(user, seq, limit)
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close()
+  }
+}
+
+/** Lifecycle stage columns a receipt may set; only the first receipt of each kind counts. */
+const RECEIPT_COLUMN = { delivered: 'delivered_at', read: 'read_at' } as const
+
+/**
+ * Records a client receipt for the message `seq` if it belongs to `user` (a receipt for somebody else's
+ * message is ignored). Returns whether a stage was newly recorded.
+ */
+export function recordReceipt(store: InnerStore, user: string, seq: number, kind: 'delivered' | 'read', ts: number): boolean {
+  const col = RECEIPT_COLUMN[kind]
+  const r = store.db.prepare(`UPDATE messages SET ${col} = ? WHERE seq = ? AND user = ? AND ${col} IS NULL`).run(ts, seq, user)
+  if (kind === 'read' && r.changes > 0) {
+    // Reading implies it was displayed.
+    store.db.prepare('UPDATE messages SET delivered_at = ? WHERE seq = ? AND delivered_at IS NULL').run(ts, seq)
+  }
+  return r.changes > 0
+}

@@ -1,0 +1,88 @@
+/**
+ * todo-outer's configuration: one JSON file, validated once at start (unknown keys rejected, every
+ * problem named by its key), defaults from here, relative paths resolved against the file's folder,
+ * frozen. README.md documents every key.
+ */
+import { readConfigFile, resolveFrom, schemaParts, validateConfig, deepFreeze } from '../shared/config.js'
+import type { TokenConfig } from '../shared/tokens.js'
+import type { Synchronous } from '../shared/sqlite.js'
+
+export interface OuterConfig {
+  dataDir: string
+  keyFile: string
+  listen: { link: string; clients: string; admin?: string }
+  inners: { publicKey: string }[]
+  tokens: TokenConfig
+  link: { heartbeatMs: number; deadMs: number }
+  history: { minAgeHours: number; minCount: number; pruneIntervalSeconds: number }
+  clients: { maxConnectionsPerUser: number; maxBufferedBytes: number; allowedOrigins: string[]; heartbeatMs: number }
+  storage: { synchronous: Synchronous; busyTimeoutMs: number }
+  log: { level: string }
+  readonly configPath: string
+}
+
+const int = (min: number, max: number, dflt: number): object => ({ type: 'integer', minimum: min, maximum: max, default: dflt })
+
+export const OUTER_SCHEMA = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['dataDir', 'keyFile', 'listen', 'inners', 'tokens'],
+  properties: {
+    $schema: { type: 'string' },
+    dataDir: { type: 'string', minLength: 1 },
+    keyFile: { type: 'string', minLength: 1 },
+    listen: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['link', 'clients'],
+      properties: { link: schemaParts.listen, clients: schemaParts.listen, admin: schemaParts.listen },
+    },
+    inners: {
+      type: 'array',
+      minItems: 1,
+      items: { type: 'object', additionalProperties: false, required: ['publicKey'], properties: { publicKey: schemaParts.publicKey } },
+    },
+    tokens: schemaParts.tokens,
+    link: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: { heartbeatMs: int(100, 600_000, 10_000), deadMs: int(300, 3_600_000, 30_000) },
+    },
+    history: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: { minAgeHours: int(0, 24 * 365, 24), minCount: int(0, 100_000_000, 100_000), pruneIntervalSeconds: int(1, 86_400, 600) },
+    },
+    clients: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: {
+        maxConnectionsPerUser: int(1, 10_000, 10),
+        maxBufferedBytes: int(1024, 1024 * 1024 * 1024, 4 * 1024 * 1024),
+        allowedOrigins: { type: 'array', items: { type: 'string' }, default: [] },
+        heartbeatMs: int(100, 600_000, 30_000),
+      },
+    },
+    storage: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: { synchronous: { enum: ['FULL', 'NORMAL', 'OFF'], default: 'FULL' }, busyTimeoutMs: int(0, 60_000, 2000) },
+    },
+    log: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: { level: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' } },
+    },
+  },
+} as const
+
+export function parseOuterConfig(raw: unknown, configPath: string): OuterConfig {
+  const c = validateConfig<Omit<OuterConfig, 'configPath'>>(raw, OUTER_SCHEMA, configPath)
+  const tokens = { ...c.tokens }
+  if (tokens.secretFile) tokens.secretFile = resolveFrom(configPath, tokens.secretFile)
+  if (tokens.signingKeyFile) tokens.signingKeyFile = resolveFrom(configPath, tokens.signingKeyFile)
+  return deepFreeze({
+    ...c, configPath, tokens,
+    dataDir: resolveFrom(configPath, c.dataDir),
+    keyFile: resolveFrom(configPath, c.keyFile),
+  })
+}
+
+export function loadOuterConfig(path: string): OuterConfig {
+  return parseOuterConfig(readConfigFile(path), path)
+}
