@@ -86,4 +86,8 @@ export const MIGRATIONS: readonly string[] = [
     updated_at   INTEGER NOT NULL
   );
   `,
+  // 1: business-system integration (poll health, users) — filled by that capability.
+  `SELECT 1;`,
+  // 2: clients (receipts, actions) — filled by that capability.
+  `SELECT 1;`,
 ]

@@ -30,6 +30,8 @@ const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX history_user ON history(user, seq);
   `,
+  // 1: clients (receipts, actions) — filled by that capability.
+  `SELECT 1;`,
 ]
 
 /** An envelope with the exact JSON text that is stored and sent to clients. */
