@@ -5,7 +5,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { readFile } from 'node:fs/promises'
-import { extname, join, normalize } from 'node:path'
+import { extname, join, normalize, sep } from 'node:path'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, type WebSocket } from 'ws'
 import { RelayError, errorBody } from './errors.js'
@@ -93,8 +93,9 @@ export function createClientApi(deps: {
   }
 
   async function serveStatic(res: ServerResponse, file: string): Promise<void> {
-    const path = normalize(join(deps.webDir, file))
-    if (!path.startsWith(normalize(deps.webDir))) throw new RelayError('E_NOT_FOUND')
+    const root = normalize(deps.webDir + sep)
+    const path = normalize(join(root, file))
+    if (!path.startsWith(root)) throw new RelayError('E_NOT_FOUND')
     let body: Buffer
     try {
       body = await readFile(path)
@@ -106,7 +107,7 @@ export function createClientApi(deps: {
       'content-length': body.length,
       'cache-control': 'no-cache',
       'x-content-type-options': 'nosniff',
-      'content-security-policy': "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'; img-src 'self' data:",
+      'content-security-policy': "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self'; img-src 'self' data:",
     })
     res.end(body)
   }
