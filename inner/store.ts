@@ -8,6 +8,9 @@ import { join } from 'node:path'
 import { openDatabase, migrate, type DB, type OpenOptions } from '../shared/sqlite.js'
 import { MIGRATIONS } from './schema.js'
 
+/** The longest a lifecycle stamp waits for a group commit to ride in. */
+export const LIFECYCLE_FLUSH_MS = 100
+
 export interface NewMessage {
   seq: number
   id: string
@@ -17,7 +20,7 @@ export interface NewMessage {
   level: number
   url: string
   name: string
-  source: 'push' | 'pull' | 'upstream'
+  source: 'push' | 'pull' | 'upstream' | 'admin'
   envelope: string
   receivedAt: number
   storedAt: number
@@ -112,6 +115,7 @@ export class InnerStore {
       this.st.upsertState.run(m)
     }
     if (msgs.length > 0) this.st.setMeta.run('last_seq', String(msgs[msgs.length - 1]!.seq))
+    this.flushLifecycle() // inside the caller's transaction: nested db.transaction() becomes a savepoint
   }
 
   committed(lastSeq: number): void {
@@ -129,15 +133,41 @@ export class InnerStore {
   }
 
   markForwarded(from: number, to: number, ts: number): void {
-    this.st.forwarded.run(ts, from, to)
+    this.deferLifecycle(() => this.st.forwarded.run(ts, from, to))
+  }
+
+  private lifecycle: (() => void)[] = []
+  private lifecycleTimer: NodeJS.Timeout | undefined
+
+  /**
+   * Lifecycle stamps (forwarded, acked) are monitoring data and a peer's progress is re-learned from the
+   * peer on reconnect, so they need not cost a commit (an fsync) each: they ride in the next group
+   * commit, or in one transaction of their own at most LIFECYCLE_FLUSH_MS later.
+   */
+  private deferLifecycle(op: () => void): void {
+    this.lifecycle.push(op)
+    if (!this.lifecycleTimer) {
+      this.lifecycleTimer = setTimeout(() => this.flushLifecycle(), LIFECYCLE_FLUSH_MS)
+      this.lifecycleTimer.unref()
+    }
+  }
+
+  /** Writes deferred lifecycle stamps now (in their own transaction unless one is open). */
+  flushLifecycle(): void {
+    if (this.lifecycleTimer) clearTimeout(this.lifecycleTimer)
+    this.lifecycleTimer = undefined
+    if (this.lifecycle.length === 0 || !this.db.open) return
+    const ops = this.lifecycle
+    this.lifecycle = []
+    this.db.transaction(() => { for (const op of ops) op() })()
   }
 
   /** Records a peer's committed high-water mark and the `acked` stage for what it newly covers. */
   recordAck(peerKey: string, epoch: string, prev: number, seq: number, ts: number): void {
-    this.db.transaction(() => {
+    this.deferLifecycle(() => {
       if (seq > prev) this.st.acked.run(ts, prev, seq)
       this.st.peerAck.run(seq, epoch, ts, peerKey)
-    })()
+    })
   }
 
   registerPeer(publicKey: string, kind: 'outer' | 'downstream', url: string): void {
@@ -164,6 +194,7 @@ export class InnerStore {
   }
 
   close(): void {
+    this.flushLifecycle()
     if (this.db.open) this.db.close()
   }
 }

@@ -22,7 +22,9 @@ export async function listen(server: Server, address: string, name: string, log:
   const a = server.address() as AddressInfo
   const shownHost = a.address === '0.0.0.0' ? '127.0.0.1' : a.address === '::' ? '[::1]' : a.family === 'IPv6' ? `[${a.address}]` : a.address
   const url = `http://${shownHost}:${a.port}`
-  log.info({ listener: name, url }, 'listening')
+  // Operators and scripts read this line whatever the configured level is.
+  const always = log.isLevelEnabled('info') ? log : log.child({}, { level: 'info' })
+  always.info({ listener: name, url }, 'listening')
   return { name, url, host: a.address, port: a.port }
 }
 
