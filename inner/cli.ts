@@ -9,8 +9,9 @@ import { parseDuration } from '../shared/tokens.js'
 import { loadInnerConfig, type InnerConfig } from './config.js'
 import { build } from './daemon.js'
 import { InnerStore } from './store.js'
-import { MODES, Registry, SCOPES, type Mode, type Scope, type SystemInfo } from './registry.js'
+import { MODES, Registry, SCOPES, parseActionTypes, type Mode, type Scope, type SystemInfo } from './registry.js'
 import { collectStats, traceMessage, traceUser, type Trace } from './monitor.js'
+import { addSystemRemove, addUserCommands, describeIntegration, integrationDetails, writeIntegrationStats } from './cli-integration.js'
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
 
@@ -42,6 +43,7 @@ function describeSystem(s: SystemInfo): string {
     `scope:       ${s.scopes.join(', ') || '-'}`,
     `allow-ip:    ${s.allowIps.join(', ') || 'any'}`,
     `callback:    ${s.callback ?? '-'}`,
+    `actions:     ${s.actionTypes.join(', ') || '-'}`,
     `rate limit:  ${s.rateLimit === null ? 'default' : `${s.rateLimit}/s`}`,
     `description: ${s.description || '-'}`,
     `created:     ${fmtTime(s.createdAt)}`,
@@ -92,16 +94,18 @@ export function createProgram(): Command {
     .addOption(new Option('--scope <scope>', 'levels that use the system (repeatable)').choices(SCOPES as string[]).argParser(collect))
     .option('--allow-ip <cidr>', 'only accept pushes from this address range (repeatable; IPv4 or IPv6)', collect)
     .option('--callback <url>', 'where user actions are POSTed')
+    .option('--action-types <list>', 'action types users may send to the callback, comma-separated (default read,handle)', parseActionTypes)
     .option('--description <text>', 'free text')
     .option('--rate <perSecond>', 'records per second before E_RATE (default: config intake.ratePerSecond)', parsePositiveInt('--rate'))
     .option('--json', 'print JSON')
-    .action((o: { config: string; name: string; mode: Mode; url?: string; interval?: number; scope?: Scope[]; allowIp?: string[]; callback?: string; description?: string; rate?: number; json?: boolean }) => {
+    .action((o: { config: string; name: string; mode: Mode; url?: string; interval?: number; scope?: Scope[]; allowIp?: string[]; callback?: string; actionTypes?: string[]; description?: string; rate?: number; json?: boolean }) => {
       const { system: s, authCode } = withRegistry(o.config, (r) => r.add({
         name: o.name, mode: o.mode,
         ...(o.url !== undefined ? { url: o.url } : {}),
         ...(o.interval !== undefined ? { intervalSeconds: o.interval } : {}),
         scopes: o.scope ?? [], allowIps: o.allowIp ?? [],
         ...(o.callback !== undefined ? { callback: o.callback } : {}),
+        ...(o.actionTypes !== undefined ? { actionTypes: o.actionTypes } : {}),
         ...(o.description !== undefined ? { description: o.description } : {}),
         ...(o.rate !== undefined ? { rateLimit: o.rate } : {}),
       }))
@@ -127,13 +131,14 @@ export function createProgram(): Command {
     .requiredOption('--config <file>', 'inner.json')
     .option('--json', 'print JSON')
     .action((id: string, o: { config: string; json?: boolean }) => {
-      const { s, codes } = withRegistry(o.config, (r) => {
+      const { s, codes, details } = withRegistry(o.config, (r, store) => {
         const s = r.get(id)
-        return { s, codes: r.codes(s.id) }
+        return { s, codes: r.codes(s.id), details: integrationDetails(store.db, s) }
       })
-      if (o.json) return printJson({ ...s, authCodes: codes })
+      if (o.json) return printJson({ ...s, authCodes: codes, ...details })
       process.stdout.write(describeSystem(s) + '\n')
       for (const c of codes) process.stdout.write(`auth code:   ${c.code}  ${c.expiresAt === null ? '(current)' : `(expires ${fmtTime(c.expiresAt)})`}\n`)
+      process.stdout.write(describeIntegration(s, details))
     })
 
   for (const [verb, enabled] of [['enable', true], ['disable', false]] as const) {
@@ -161,6 +166,9 @@ export function createProgram(): Command {
       process.stderr.write(`new auth code for ${r.system.name} (${r.system.id}); old codes valid until ${fmtTime(r.oldCodesExpireAt)}:\n`)
       process.stdout.write(`${r.authCode}\n`)
     })
+
+  addSystemRemove(system)
+  addUserCommands(program)
 
   program.command('trace')
     .description('lifecycle of one message (by id or seq), or of a user\'s recent messages')
@@ -208,6 +216,7 @@ export function createProgram(): Command {
         const l = stats.latency
         const fmt = (p: typeof l.storedToAcked): string => (p.n === 0 ? 'n/a' : `p50 ${p.p50} ms, p95 ${p.p95} ms, p99 ${p.p99} ms (n=${p.n})`)
         w.write(`latency received→stored: ${fmt(l.receivedToStored)}\nlatency stored→acked:    ${fmt(l.storedToAcked)}\nlatency stored→delivered: ${fmt(l.storedToDelivered)}\n`)
+        writeIntegrationStats(w, stats)
       } finally {
         store.close()
       }

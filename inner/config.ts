@@ -20,6 +20,16 @@ export interface InnerConfig {
   }
   link: { batchSize: number; window: number; heartbeatMs: number; deadMs: number; reconnectBaseMs: number; reconnectMaxMs: number }
   clients: { maxConnectionsPerUser: number; maxBufferedBytes: number; allowedOrigins: string[]; heartbeatMs: number }
+  /** Delivering users' actions to the business systems' callbacks (DESIGN §3.6; inner/actions.ts). */
+  actions: {
+    graceSeconds: number; maxAttempts: number; retryBaseMs: number; retryMaxMs: number; timeoutMs: number
+    maxPayloadBytes: number; concurrency: number
+  }
+  /** Polling pull-user and pull-all systems (inner/poller.ts). */
+  poll: {
+    concurrency: number; connectTimeoutMs: number; headersTimeoutMs: number; bodyTimeoutMs: number; requestTimeoutMs: number
+    maxResponseBytes: number; maxRecords: number; keepAliveTimeoutMs: number; backoffMaxMs: number
+  }
   storage: { synchronous: Synchronous; busyTimeoutMs: number }
   log: { level: string }
   /** Absolute path of the file this came from. */
@@ -96,6 +106,50 @@ export const INNER_SCHEMA = {
         maxBufferedBytes: int(1024, 1024 * 1024 * 1024, 4 * 1024 * 1024),
         allowedOrigins: { type: 'array', items: { type: 'string' }, default: [] },
         heartbeatMs: int(100, 600_000, 30_000),
+      },
+    },
+    actions: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        // How long after its token expired a queued action is still accepted (DESIGN §3.6: default 24 h).
+        graceSeconds: int(0, 30 * 86_400, 86_400),
+        // Callback attempts before an action ends `failed` (E_CALLBACK).
+        maxAttempts: int(1, 100, 10),
+        // Full-jitter backoff between attempts: random(0, min(retryMaxMs, retryBaseMs·2^attempt)).
+        retryBaseMs: int(1, 3_600_000, 1000),
+        retryMaxMs: int(1, 86_400_000, 600_000),
+        // Per attempt: connect, headers and body each within this.
+        timeoutMs: int(100, 600_000, 10_000),
+        // The action's payload as JSON, at most (the link allows 16 KiB).
+        maxPayloadBytes: int(0, 16 * 1024, 16 * 1024),
+        // Callbacks in flight at once.
+        concurrency: int(1, 1000, 8),
+      },
+    },
+    poll: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        // Requests in flight (and connections) per system: the fan-out of a pull-user round.
+        concurrency: int(1, 256, 8),
+        connectTimeoutMs: int(100, 120_000, 5000),
+        // Until the status line and headers arrive.
+        headersTimeoutMs: int(100, 600_000, 10_000),
+        // Longest silence while the body arrives.
+        bodyTimeoutMs: int(100, 600_000, 10_000),
+        // The whole request, connect to last byte (a server dripping bytes defeats the two above).
+        requestTimeoutMs: int(100, 3_600_000, 30_000),
+        // Largest answer accepted (a pull-all answer of 100,000 users is about 15 MiB).
+        maxResponseBytes: int(1024, 1024 * 1024 * 1024, 32 * 1024 * 1024),
+        // Most records in one pull-all answer.
+        maxRecords: int(1, 10_000_000, 200_000),
+        // Idle keep-alive connections are closed after this (or the server's Keep-Alive hint).
+        keepAliveTimeoutMs: int(100, 600_000, 10_000),
+        // After the n-th consecutive failure the next poll waits interval + random(0, min(backoffMaxMs, interval·2^(n−1))).
+        backoffMaxMs: int(0, 86_400_000, 600_000),
       },
     },
     storage: {

@@ -20,6 +20,11 @@ import { createIntakeServer } from './intake.js'
 import { LinkClient } from './link-client.js'
 import { createMetrics, type Metrics } from './metrics.js'
 import { createAdminServer } from './admin.js'
+import { Rejections } from './rejections.js'
+import { Poller } from './poller.js'
+import { SystemRemoval } from './removal.js'
+import { ActionService, PORTAL_ORIGIN } from './actions.js'
+import { createLinkInbound } from './link-inbound.js'
 
 export interface InnerDaemon {
   readonly config: InnerConfig
@@ -30,6 +35,10 @@ export interface InnerDaemon {
   readonly log: Logger
   readonly metrics: Metrics
   readonly links: LinkClient[]
+  /** Polls pull-user and pull-all systems. */
+  readonly poller: Poller
+  /** Users' actions on their way to the business systems' callbacks. */
+  readonly actions: ActionService
   /** Bound listeners by name (after start). */
   readonly addresses: Record<string, Bound>
   start(): Promise<void>
@@ -49,6 +58,11 @@ export function build(config: InnerConfig, deps: InnerDeps = {}): InnerDaemon {
   const metrics = createMetrics()
   const ingest = new Ingest(store, key, config.centerId, log.child({ mod: 'ingest' }))
   ingest.on('stored', (envs) => metrics.stored.inc(envs.length))
+  const rejections = new Rejections(store.db, log.child({ mod: 'reject' }), metrics)
+  const poller = new Poller({
+    registry, store, ingest, rejections, log: log.child({ mod: 'poller' }), metrics, limits: config.intake, options: config.poll,
+  })
+  const removal = new SystemRemoval({ registry, store, ingest, log: log.child({ mod: 'removal' }) })
 
   const storedListeners = new Set<() => void>()
   ingest.on('stored', () => { for (const l of storedListeners) l() })
@@ -56,9 +70,18 @@ export function build(config: InnerConfig, deps: InnerDeps = {}): InnerDaemon {
     storedListeners.add(fn)
     return () => storedListeners.delete(fn)
   }
+  const actions = new ActionService({ db: store.db, registry, tokens: config.tokens, log: log.child({ mod: 'actions' }), options: config.actions })
+  const onBody = createLinkInbound({ store, actions, log: log.child({ mod: 'link-inbound' }) })
   const links = config.outers.map((o) => new LinkClient(o, {
-    store, key, centerId: config.centerId, log: log.child({ mod: 'link' }), metrics, options: config.link, subscribe,
+    store, key, centerId: config.centerId, log: log.child({ mod: 'link' }), metrics, options: config.link, subscribe, onBody,
   }))
+  // An action's status goes back where the action came from: the outer's link, or the portal's sockets.
+  // A status the link cannot take now is not lost: the outer resends unfinished actions on reconnect.
+  let portalHub: ClientHub | undefined
+  actions.onStatus(({ origin, user, ...rec }) => {
+    if (origin === PORTAL_ORIGIN) portalHub?.sendToUser(user, JSON.stringify({ t: 'action', ...rec }))
+    else links.find((l) => l.target.publicKey === origin)?.send({ t: 'action-status', ...rec })
+  })
 
   const servers: { name: string; server: Server; address: string }[] = []
   const addresses: Record<string, Bound> = {}
@@ -67,17 +90,18 @@ export function build(config: InnerConfig, deps: InnerDeps = {}): InnerDaemon {
   let closing: Promise<void> | undefined
 
   return {
-    config, store, registry, ingest, key, log, metrics, links, addresses,
+    config, store, registry, ingest, key, log, metrics, links, poller, actions, addresses,
 
     async start() {
       if (started) return
       started = true
       registry.watch()
+      await actions.start()
       if (config.listen.intake) {
         servers.push({
           name: 'intake', address: config.listen.intake,
           server: createIntakeServer({
-            registry, ingest, log: log.child({ mod: 'intake' }), metrics,
+            registry, ingest, log: log.child({ mod: 'intake' }), metrics, rejections,
             options: { maxBodyBytes: config.intake.maxBodyBytes, limits: config.intake, defaultRatePerSecond: config.intake.ratePerSecond },
           }),
         })
@@ -97,10 +121,15 @@ export function build(config: InnerConfig, deps: InnerDeps = {}): InnerDaemon {
           log: log.child({ mod: 'portal' }),
           innerPublicKey: key.publicKey,
           webDir: WEB_DIR,
-          sinks: { receipt: (user, seq, kind) => { recordReceipt(store, user, seq, kind, Date.now()) } },
+          sinks: {
+            receipt: (user, seq, kind) => { recordReceipt(store, user, seq, kind, Date.now()) },
+            submitAction: (user, token, req) => actions.submitLocal(user, token, req),
+            getAction: (user, id) => actions.get(user, id),
+          },
           options: { allowedOrigins: config.clients.allowedOrigins, heartbeatMs: config.clients.heartbeatMs },
         })
         const p = portal
+        portalHub = hub
         ingest.on('stored', (envs) => { for (const e of envs) p.publish(e.user, JSON.stringify(e)) })
         servers.push({ name: 'portal', address: config.listen.portal, server: portal.server })
       }
@@ -109,6 +138,9 @@ export function build(config: InnerConfig, deps: InnerDeps = {}): InnerDaemon {
       }
       for (const s of servers) addresses[s.name] = await listen(s.server, s.address, s.name, log)
       for (const l of links) l.start()
+      // After the listeners: polls and pending `system remove`s start once the daemon is fully up.
+      poller.start()
+      removal.start()
     },
 
     close() {
@@ -117,10 +149,14 @@ export function build(config: InnerConfig, deps: InnerDeps = {}): InnerDaemon {
         // Stop taking pushes first, then let the last group commit land, then stop the links and clients.
         const intake = servers.find((s) => s.name === 'intake')
         if (intake) await closeServer(intake.server)
+        await removal.close()
+        await poller.close()
         await ingest.close()
         await Promise.all(links.map((l) => l.close()))
         await portal?.close()
         await Promise.all(servers.filter((s) => s.name !== 'intake').map((s) => closeServer(s.server)))
+        await actions.close()
+        rejections.close()
         store.close()
         log.info('stopped')
       })()

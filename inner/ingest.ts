@@ -20,7 +20,7 @@ export interface IngestItem {
   level: 1 | 2 | 3
   quantity: number
   url: string
-  source: 'push' | 'pull' | 'upstream'
+  source: 'push' | 'pull' | 'upstream' | 'admin'
   receivedAt: number
   /** Polls set this: an unchanged count (same quantity, level, url and name) produces no message. */
   onlyIfChanged?: boolean

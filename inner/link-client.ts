@@ -105,6 +105,15 @@ export class LinkClient {
       ...(this.target.ca ? { ca: readFileSync(this.target.ca) } : {}),
     })
     this.ws = ws
+    // The peer may send session frames (resent receipts, actions) right after its welcome, in the same
+    // read as the welcome and so before the handshake's promise has resolved and onWelcome has installed
+    // the session's handler: hold every message after the two handshake ones (hello, welcome) until then.
+    const early: { data: WebSocket.RawData; isBinary: boolean }[] = []
+    let handshakeMessages = 0
+    const hold = (data: WebSocket.RawData, isBinary: boolean): void => {
+      if (++handshakeMessages > 2) early.push({ data, isBinary })
+    }
+    ws.on('message', hold)
     let failed = false
     const fail = (why: string): void => {
       if (failed) return
@@ -131,7 +140,7 @@ export class LinkClient {
       clientHandshake(ws, {
         key: this.deps.key, serverKey: this.target.publicKey, serverKeyObject: this.peerKey,
         center: this.deps.centerId, epoch: this.deps.store.epoch,
-      }).then(({ channel, welcome }) => this.onWelcome(ws, channel, welcome), (e: unknown) => {
+      }).then(({ channel, welcome }) => this.onWelcome(ws, channel, welcome, { early, hold }), (e: unknown) => {
         const err = e instanceof LinkError ? e : new LinkError('ERR_LINK_PROTOCOL', CLOSE.PROTOCOL, String(e))
         fail(err.message)
         log.error({ peer: this.label, code: err.code, reason: err.message }, 'link handshake refused')
@@ -140,7 +149,8 @@ export class LinkClient {
     })
   }
 
-  private onWelcome(ws: WebSocket, channel: SealedChannel, w: WelcomeFrame): void {
+  private onWelcome(ws: WebSocket, channel: SealedChannel, w: WelcomeFrame,
+    held: { early: { data: WebSocket.RawData; isBinary: boolean }[]; hold: (data: WebSocket.RawData, isBinary: boolean) => void }): void {
     if (ws !== this.ws || ws.readyState !== WebSocket.OPEN) return
     const store = this.deps.store
     this.channel = channel
@@ -150,6 +160,12 @@ export class LinkClient {
     this.lastError = undefined
     store.peerConnected(this.target.publicKey)
     this.deps.metrics.linkUp.set({ peer: this.label }, 1)
+    if (w.epoch === store.epoch && w.hw !== null && w.hw > store.lastSeq) {
+      const old = store.epoch
+      store.rotateEpoch()
+      this.deps.log.error({ peer: this.label, peerHw: w.hw, lastSeq: store.lastSeq, oldEpoch: old, epoch: store.epoch },
+        'peer holds seqs beyond this database (restored from an older copy?): started a new epoch; peers will resync')
+    }
     const resumable = w.epoch === store.epoch && w.hw !== null && w.hw <= store.lastSeq && w.hw >= store.firstSeq() - 1
     if (resumable) {
       this.mode = 'normal'
@@ -164,7 +180,7 @@ export class LinkClient {
     this.stopHeartbeat = heartbeat(ws, this.deps.options.heartbeatMs, this.deps.options.deadMs, () => {
       this.deps.log.warn({ peer: this.label }, 'link heartbeat lost; terminating')
     })
-    ws.on('message', (data, isBinary) => {
+    const onMessage = (data: WebSocket.RawData, isBinary: boolean): void => {
       if (isBinary) return ws.close(CLOSE.PROTOCOL, 'binary frame')
       try {
         const body = validateOuterToInner(channel.open(data.toString()))
@@ -176,7 +192,10 @@ export class LinkClient {
         this.deps.log.error({ peer: this.label, code: err.code, reason: err.message }, 'link frame refused')
         ws.close(err.closeCode, err.message.slice(0, 120))
       }
-    })
+    }
+    ws.off('message', held.hold)
+    ws.on('message', onMessage)
+    for (const m of held.early.splice(0)) onMessage(m.data, m.isBinary)
     this.pump()
   }
 

@@ -4,6 +4,8 @@
  */
 import type { InnerStore, MessageRow } from './store.js'
 import type { SystemInfo } from './registry.js'
+import { readPollHealth, type PollHealth } from './poll-health.js'
+import { rejectionCounts } from './rejections.js'
 
 export const STAGES = ['received', 'stored', 'forwarded', 'acked', 'delivered', 'read', 'superseded'] as const
 export type Stage = (typeof STAGES)[number]
@@ -57,13 +59,21 @@ export interface SystemStats {
   read: number
   superseded: number
   lastMessageAt: number | null
+  mode: string
+  /** Pushes and poll records of this system that were rejected (all time). */
+  rejected: number
+  rejectedByCode: Record<string, number>
+  /** pull-user / pull-all: the poller's health; null for push systems and systems not polled yet. */
+  poll: PollHealth | null
 }
 
 export interface PeerStats { publicKey: string; kind: string; url: string; ackedSeq: number; backlog: number; connectedAt: number | null; lastError: string | null }
 
 export interface Stats {
   center: { epoch: string; lastSeq: number; firstSeq: number }
-  totals: Omit<SystemStats, 'id' | 'name' | 'enabled' | 'lastMessageAt'>
+  /** `rejected` includes rejections whose auth code matched no system (`rejectedUnknownSystem`). */
+  totals: Omit<SystemStats, 'id' | 'name' | 'enabled' | 'lastMessageAt' | 'mode' | 'poll' | 'rejectedByCode'>
+  rejectedUnknownSystem: number
   systems: SystemStats[]
   peers: PeerStats[]
   /** Milliseconds between stages over the most recent `window` messages. */
@@ -85,15 +95,21 @@ export function collectStats(store: InnerStore, systems: readonly SystemInfo[], 
         count(delivered_at) AS delivered, count(read_at) AS read, count(superseded_at) AS superseded, max(stored_at) AS last
       FROM messages GROUP BY system_id`).all()
   const bySystem = new Map(rows.map((r) => [r.system_id, r]))
+  const health = readPollHealth(db)
+  const rejections = rejectionCounts(db)
   const sys: SystemStats[] = systems.map((s) => {
     const r = bySystem.get(s.id)
     return {
       id: s.id, name: s.name, enabled: s.enabled,
       produced: r?.produced ?? 0, forwarded: r?.forwarded ?? 0, acked: r?.acked ?? 0, delivered: r?.delivered ?? 0,
       read: r?.read ?? 0, superseded: r?.superseded ?? 0, lastMessageAt: r?.last ?? null,
+      mode: s.mode, rejected: rejections.get(s.id)?.total ?? 0, rejectedByCode: rejections.get(s.id)?.byCode ?? {},
+      poll: s.mode === 'push' ? null : health.get(s.id) ?? null,
     }
   })
-  const totals = { produced: 0, forwarded: 0, acked: 0, delivered: 0, read: 0, superseded: 0 }
+  const rejectedUnknownSystem = rejections.get('')?.total ?? 0
+  const totals = { produced: 0, forwarded: 0, acked: 0, delivered: 0, read: 0, superseded: 0, rejected: rejectedUnknownSystem }
+  for (const s of sys) totals.rejected += s.rejected
   for (const r of rows) {
     totals.produced += r.produced; totals.forwarded += r.forwarded; totals.acked += r.acked
     totals.delivered += r.delivered; totals.read += r.read; totals.superseded += r.superseded
@@ -109,6 +125,7 @@ export function collectStats(store: InnerStore, systems: readonly SystemInfo[], 
   return {
     center: { epoch: store.epoch, lastSeq: store.lastSeq, firstSeq: store.firstSeq() },
     totals,
+    rejectedUnknownSystem,
     systems: sys,
     peers,
     latency: {

@@ -30,8 +30,52 @@ export interface ParsedRecord {
   name: string
 }
 
-// C0, DEL and C1 control characters; none belongs in a login name, URL or display name.
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/
+// C0, DEL and C1 control characters, the line/paragraph separators, and the bidi embedding, override
+// and isolate controls (the "Trojan Source" characters, CVE-2021-42574) that can make a login name or a
+// display name read as something else. None belongs in a login name, URL or display name. Everything
+// else (CJK of every plane, emoji with ZWJ and variation selectors) is kept exactly.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/
+
+/** Whether `s` holds a character that no login name, URL or display name may hold (see CONTROL). */
+export function hasControl(s: string): boolean {
+  return CONTROL.test(s)
+}
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true })
+
+/**
+ * Decodes bytes as UTF-8, refusing invalid sequences (E_ENCODING) instead of silently replacing them
+ * with U+FFFD: a GBK body decoded leniently would store mojibake. A leading BOM is dropped.
+ */
+export function decodeUtf8(bytes: Uint8Array): string {
+  try {
+    return UTF8.decode(bytes)
+  } catch {
+    throw new RelayError('E_ENCODING', { reason: 'not valid UTF-8' })
+  }
+}
+
+function decodeFormComponent(s: string): string {
+  // As WHATWG URL's form parser: '+' is a space and a '%' not followed by two hex digits stays literal;
+  // unlike it, a percent-encoded byte sequence that is not UTF-8 is an error rather than U+FFFD.
+  const t = s.replaceAll('+', ' ').replace(/%(?![0-9A-Fa-f]{2})/g, '%25')
+  try {
+    return decodeURIComponent(t)
+  } catch {
+    throw new RelayError('E_ENCODING', { reason: 'form data is not percent-encoded UTF-8' })
+  }
+}
+
+/** Every value of field `name` in an application/x-www-form-urlencoded body, decoded strictly. */
+export function formValues(text: string, name: string): string[] {
+  const out: string[] = []
+  for (const part of text.split('&')) {
+    if (part === '') continue
+    const eq = part.indexOf('=')
+    if (decodeFormComponent(eq === -1 ? part : part.slice(0, eq)) === name) out.push(eq === -1 ? '' : decodeFormComponent(part.slice(eq + 1)))
+  }
+  return out
+}
 
 /**
  * Rejects nesting deeper than `max` before JSON.parse sees the text, so hostile input can neither blow
@@ -57,7 +101,9 @@ export function parseJsonText(text: string, maxDepth: number): unknown {
   try {
     return JSON.parse(text)
   } catch (e) {
-    throw new RelayError('E_BAD_JSON', { reason: (e as Error).message.slice(0, 120) })
+    // V8's message quotes a snippet of the input, which may hold part of an auth code: keep only the position.
+    const pos = /position (\d+)/.exec((e as Error).message)?.[1]
+    throw new RelayError('E_BAD_JSON', { reason: pos === undefined ? 'not valid JSON' : `not valid JSON at position ${pos}` })
   }
 }
 
@@ -73,12 +119,11 @@ export function parseIntakeBody(contentType: string | undefined, body: Buffer, l
   }
   let text: string
   if (type === 'application/x-www-form-urlencoded') {
-    const form = new URLSearchParams(body.toString('utf8'))
-    const values = form.getAll('message')
+    const values = formValues(decodeUtf8(body), 'message')
     if (values.length !== 1) throw new RelayError('E_FIELD', { field: 'message', reason: values.length === 0 ? 'form field message is required' : 'form field message given more than once' })
     text = values[0]!
   } else if (type === 'application/json') {
-    text = body.toString('utf8')
+    text = decodeUtf8(body)
   } else {
     throw new RelayError('E_CONTENT_TYPE', { reason: `${type || '(none)'}; use application/x-www-form-urlencoded or application/json` })
   }
@@ -118,7 +163,7 @@ function integer(v: unknown, prefix: string, field: string, min: number, max: nu
   else if (typeof v === 'string' && /^\s*\d{1,16}\s*$/.test(v)) n = Number(v)
   else throw fieldError(prefix, field, `must be an integer ${min}..${max}`)
   if (!Number.isInteger(n) || n < min || n > max) throw fieldError(prefix, field, `must be an integer ${min}..${max}`)
-  return n
+  return n === 0 ? 0 : n // -0 (a valid JSON number) is stored and signed as 0
 }
 
 /** Validates one raw record; `index` (batch position) prefixes field names as `[3].QUANTITY`. */

@@ -24,9 +24,13 @@ export interface SystemInfo {
   scopes: Scope[]
   allowIps: string[]
   callback: string | null
+  /** Action types users may send to the callback (DESIGN §3.6), e.g. read, handle. */
+  actionTypes: string[]
   description: string
   rateLimit: number | null
   enabled: boolean
+  /** Set by `system remove`: the daemon is zeroing the system's counts and will then delete it. */
+  removingAt: number | null
   createdAt: number
   updatedAt: number
 }
@@ -34,13 +38,17 @@ export interface SystemInfo {
 interface SystemRow {
   id: string; name: string; mode: Mode; url: string | null; interval_s: number | null; scopes: string; allow_ips: string
   callback: string | null; description: string; rate_limit: number | null; enabled: number; created_at: number; updated_at: number
+  action_types?: string
+  removing_at?: number | null
 }
 
 function fromRow(r: SystemRow): SystemInfo {
   return {
     id: r.id, name: r.name, mode: r.mode, url: r.url, intervalSeconds: r.interval_s,
     scopes: JSON.parse(r.scopes) as Scope[], allowIps: JSON.parse(r.allow_ips) as string[], callback: r.callback,
-    description: r.description, rateLimit: r.rate_limit, enabled: r.enabled === 1, createdAt: r.created_at, updatedAt: r.updated_at,
+    actionTypes: r.action_types === undefined ? [...DEFAULT_ACTION_TYPES] : JSON.parse(r.action_types) as string[],
+    description: r.description, rateLimit: r.rate_limit, enabled: r.enabled === 1,
+    removingAt: r.removing_at ?? null, createdAt: r.created_at, updatedAt: r.updated_at,
   }
 }
 
@@ -77,6 +85,19 @@ export function isAllowed(list: BlockList | null, address: string): boolean {
   return list.check(address, v === 4 ? 'ipv4' : 'ipv6')
 }
 
+/** Action types a system accepts when registered without `--action-types`. */
+export const DEFAULT_ACTION_TYPES: readonly string[] = ['read', 'handle']
+const ACTION_TYPE = /^[a-z][a-z0-9_-]{0,31}$/
+
+/** Parses `--action-types read,handle` (comma-separated, lowercase, as the client API's `type`). */
+export function parseActionTypes(s: string | readonly string[]): string[] {
+  const list = (typeof s === 'string' ? s.split(',') : [...s]).map((x) => x.trim()).filter((x) => x.length > 0)
+  for (const x of list) {
+    if (!ACTION_TYPE.test(x)) throw new RelayError('ERR_CLI_USAGE', { reason: `bad action type ${x} (lowercase letters, digits, _ and -, up to 32)` })
+  }
+  return [...new Set(list)]
+}
+
 export interface AddSystemInput {
   name: string
   mode: Mode
@@ -85,6 +106,7 @@ export interface AddSystemInput {
   scopes?: Scope[]
   allowIps?: string[]
   callback?: string
+  actionTypes?: string[]
   description?: string
   rateLimit?: number
 }
@@ -100,6 +122,9 @@ export class Registry {
     if (input.mode !== 'push' && !input.url) throw new RelayError('ERR_CLI_USAGE', { reason: `--url is required for --mode ${input.mode}` })
     for (const u of [input.url, input.callback]) if (u !== undefined) checkHttpUrl(u)
     for (const c of input.allowIps ?? []) parseCidr(c)
+    // Checked here, not only by the CLI's option parser (commander's argParser replaces its choices check).
+    for (const sc of input.scopes ?? []) if (!SCOPES.includes(sc)) throw new RelayError('ERR_CLI_USAGE', { reason: `--scope must be one of ${SCOPES.join(', ')}` })
+    const actionTypes = parseActionTypes(input.actionTypes ?? DEFAULT_ACTION_TYPES)
     if (input.intervalSeconds !== undefined && !(Number.isInteger(input.intervalSeconds) && input.intervalSeconds >= 1 && input.intervalSeconds <= 86400)) {
       throw new RelayError('ERR_CLI_USAGE', { reason: '--interval must be 1..86400 seconds' })
     }
@@ -115,6 +140,7 @@ export class Registry {
         JSON.stringify([...new Set(input.scopes ?? [])]), JSON.stringify(input.allowIps ?? []), input.callback ?? null,
         input.description ?? '', input.rateLimit ?? null, now, now)
       this.db.prepare('INSERT INTO auth_codes(code, system_id, created_at, expires_at) VALUES (?, ?, ?, NULL)').run(code, id, now)
+      this.db.prepare('UPDATE systems SET action_types = ? WHERE id = ?').run(JSON.stringify(actionTypes), id)
     })()
     return { system: this.get(id), authCode: code }
   }
@@ -139,6 +165,7 @@ export class Registry {
 
   setEnabled(idOrName: string, enabled: boolean): SystemInfo {
     const s = this.get(idOrName)
+    if (enabled && s.removingAt !== null) throw new RelayError('ERR_SYSTEM_REMOVING', { reason: `${s.id} is being removed` })
     this.db.prepare('UPDATE systems SET enabled = ?, updated_at = ? WHERE id = ?').run(enabled ? 1 : 0, Date.now(), s.id)
     return this.get(s.id)
   }
@@ -149,6 +176,7 @@ export class Registry {
    */
   rotateCode(idOrName: string, graceSeconds: number): { system: SystemInfo; authCode: string; oldCodesExpireAt: number } {
     const s = this.get(idOrName)
+    if (s.removingAt !== null) throw new RelayError('ERR_SYSTEM_REMOVING', { reason: `${s.id} is being removed` })
     const now = Date.now()
     const expires = now + graceSeconds * 1000
     const code = newAuthCode()
@@ -159,6 +187,33 @@ export class Registry {
       this.db.prepare('UPDATE systems SET updated_at = ? WHERE id = ?').run(now, s.id)
     })()
     return { system: this.get(s.id), authCode: code, oldCodesExpireAt: expires }
+  }
+
+  /** How many users currently have a non-zero count from the system (what `system remove` clears). */
+  nonZeroUsers(systemId: string): number {
+    return (this.db.prepare<[string], { n: number }>('SELECT count(*) AS n FROM state WHERE system_id = ? AND quantity > 0').get(systemId)?.n) ?? 0
+  }
+
+  /**
+   * Marks a system for removal and disables it at once (its pushes get E_SYSTEM_DISABLED, its polls
+   * stop). The running daemon completes the removal (inner/removal.ts): it zeroes every user's count from
+   * the system with signed messages, so phones and portals clear the entries, then deletes the system and
+   * its auth codes. Messages stay in history. Refused while the system is enabled unless `force`.
+   */
+  requestRemoval(idOrName: string, force: boolean): SystemInfo {
+    const s = this.get(idOrName)
+    if (s.removingAt !== null) return s
+    if (s.enabled && !force) {
+      throw new RelayError('ERR_CLI_USAGE', { reason: `${s.id} (${s.name}) is enabled; run \`system disable\` first, or pass --force` })
+    }
+    const now = Date.now()
+    this.db.prepare('UPDATE systems SET enabled = 0, removing_at = ?, updated_at = ? WHERE id = ?').run(now, now, s.id)
+    return this.get(s.id)
+  }
+
+  /** Whether the system's row is gone (the daemon finished `requestRemoval`). */
+  exists(id: string): boolean {
+    return this.db.prepare('SELECT 1 FROM systems WHERE id = ?').get(id) !== undefined
   }
 }
 

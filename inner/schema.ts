@@ -86,8 +86,76 @@ export const MIGRATIONS: readonly string[] = [
     updated_at   INTEGER NOT NULL
   );
   `,
-  // 1: business-system integration (poll health, users) — filled by that capability.
-  `SELECT 1;`,
-  // 2: clients (receipts, actions) — filled by that capability.
-  `SELECT 1;`,
+  // 1: business-system integration: pending removals, poll health, rejection counts, user lookups.
+  `
+  -- Set by \`system remove\` (with enabled = 0); the daemon zeroes the system's counts with signed
+  -- messages, then deletes the row (see inner/removal.ts).
+  ALTER TABLE systems ADD COLUMN removing_at INTEGER;
+
+  -- One row per polled system, written by the poller after each round and read by \`system show\`/\`stats\`.
+  CREATE TABLE poll_health (
+    system_id            TEXT PRIMARY KEY REFERENCES systems(id) ON DELETE CASCADE,
+    last_attempt_at      INTEGER,
+    last_success_at      INTEGER,
+    last_error           TEXT,
+    last_error_code      TEXT,
+    last_error_at        INTEGER,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0,
+    latency_ms           INTEGER,                -- mean request latency of the last round
+    round_ms             INTEGER,                -- duration of the last round
+    requests             INTEGER NOT NULL DEFAULT 0,  -- last round
+    failed_requests      INTEGER NOT NULL DEFAULT 0,  -- last round
+    records              INTEGER NOT NULL DEFAULT 0,  -- valid records in the last round
+    changed              INTEGER NOT NULL DEFAULT 0,  -- messages the last round produced
+    rejected             INTEGER NOT NULL DEFAULT 0,  -- records the last round rejected
+    polls_ok             INTEGER NOT NULL DEFAULT 0,
+    polls_failed         INTEGER NOT NULL DEFAULT 0,
+    next_poll_at         INTEGER,
+    updated_at           INTEGER NOT NULL
+  );
+
+  -- Rejected pushes and poll records, counted per system ('' = the auth code matched no system),
+  -- source (push | pull) and code; flushed from memory about once a second.
+  CREATE TABLE rejections (
+    system_id   TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    code        TEXT NOT NULL,
+    count       INTEGER NOT NULL,
+    first_at    INTEGER NOT NULL,
+    last_at     INTEGER NOT NULL,
+    last_reason TEXT,
+    PRIMARY KEY (system_id, source, code)
+  ) WITHOUT ROWID;
+
+  -- pull-all: a system's users with a non-zero count (whom a missing answer row sends to 0).
+  CREATE INDEX state_system_quantity ON state(system_id, quantity);
+  `,
+  // 2: clients (DESIGN §3.6): the action types each system accepts, and actions on their way to the
+  // business systems' callbacks (inner/actions.ts). `origin` is the outer's public key the action came
+  // through, or 'portal'; `token` is kept only until the action has been validated.
+  `
+  ALTER TABLE systems ADD COLUMN action_types TEXT NOT NULL DEFAULT '["read","handle"]';
+
+  CREATE TABLE actions (
+    id          TEXT PRIMARY KEY,
+    origin      TEXT NOT NULL,
+    user        TEXT NOT NULL,
+    system_id   TEXT NOT NULL,
+    type        TEXT NOT NULL,
+    ref         TEXT,
+    payload     TEXT,                         -- JSON text, absent when the client sent none
+    ts          INTEGER NOT NULL,             -- when the user submitted it (callback body ts)
+    token       TEXT,
+    validated   INTEGER NOT NULL DEFAULT 0,
+    status      TEXT NOT NULL CHECK (status IN ('forwarded', 'delivered', 'failed')),
+    code        TEXT,
+    error       TEXT,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    next_at     INTEGER,                      -- next delivery attempt while forwarded
+    received_at INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+  );
+  CREATE INDEX actions_due ON actions(status, next_at);
+  CREATE INDEX actions_user ON actions(user, received_at);
+  `,
 ]

@@ -36,7 +36,7 @@ export interface MessageRow {
 
 export class InnerStore {
   readonly db: DB
-  readonly epoch: string
+  private currentEpoch: string
   private last: number
   private readonly st
 
@@ -72,7 +72,7 @@ export class InnerStore {
       peerConnected: db.prepare('UPDATE peers SET connected_at = ?, last_error = NULL, updated_at = ? WHERE public_key = ?'),
       peerError: db.prepare('UPDATE peers SET last_error = ?, updated_at = ? WHERE public_key = ?'),
     }
-    this.epoch = this.initEpoch()
+    this.currentEpoch = this.initEpoch()
     this.last = Math.max(this.st.maxSeq.get()?.s ?? 0, Number(this.st.getMeta.get('last_seq')?.value ?? 0))
   }
 
@@ -85,6 +85,23 @@ export class InnerStore {
       this.st.setMeta.run('epoch', epoch)
       this.st.setMeta.run('created_at', String(Date.now()))
     })()
+    return epoch
+  }
+
+  /** The database's epoch: random, fixed at creation, changed only by rotateEpoch(). */
+  get epoch(): string {
+    return this.currentEpoch
+  }
+
+  /**
+   * Starts a new epoch. Called when a peer holds seqs beyond ours in our epoch, i.e. this database was
+   * restored from an older copy: reusing those seqs would make phones mistake new messages for ones they
+   * have seen. Every peer and client then resynchronises from a snapshot.
+   */
+  rotateEpoch(): string {
+    const epoch = randomBytes(8).toString('hex')
+    this.st.setMeta.run('epoch', epoch)
+    this.currentEpoch = epoch
     return epoch
   }
 

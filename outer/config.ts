@@ -16,6 +16,10 @@ export interface OuterConfig {
   link: { heartbeatMs: number; deadMs: number }
   history: { minAgeHours: number; minCount: number; pruneIntervalSeconds: number }
   clients: { maxConnectionsPerUser: number; maxBufferedBytes: number; allowedOrigins: string[]; heartbeatMs: number }
+  /** Phone actions queued for the inner (DESIGN §3.6; outer/queues.ts). */
+  actions: { maxPendingPerUser: number; retainDays: number }
+  /** Delivery/read receipts queued for the inner (outer/queues.ts). */
+  receipts: { maxQueued: number }
   storage: { synchronous: Synchronous; busyTimeoutMs: number }
   log: { level: string }
   readonly configPath: string
@@ -59,6 +63,20 @@ export const OUTER_SCHEMA = {
         allowedOrigins: { type: 'array', items: { type: 'string' }, default: [] },
         heartbeatMs: int(100, 600_000, 30_000),
       },
+    },
+    actions: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: {
+        // Unfinished (queued or forwarded) actions one user may have; more get 429 E_TOO_MANY_ACTIONS.
+        maxPendingPerUser: int(1, 100_000, 100),
+        // Finished actions stay readable (GET /api/v1/actions/ID) this long, then are deleted.
+        retainDays: int(1, 3650, 30),
+      },
+    },
+    receipts: {
+      type: 'object', additionalProperties: false, default: {},
+      // Receipts held while the link is down; beyond this new ones are dropped (they are monitoring data).
+      properties: { maxQueued: int(1000, 100_000_000, 1_000_000) },
     },
     storage: {
       type: 'object', additionalProperties: false, default: {},

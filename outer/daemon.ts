@@ -20,6 +20,7 @@ import { RelayError } from '../shared/errors.js'
 import type { OuterConfig } from './config.js'
 import { OuterStore } from './store.js'
 import { createLinkServer, type LinkServer } from './link-server.js'
+import { OuterQueues } from './queues.js'
 
 export interface OuterDaemon {
   readonly config: OuterConfig
@@ -27,6 +28,8 @@ export interface OuterDaemon {
   readonly key: KeyPair
   readonly log: Logger
   readonly hub: ClientHub
+  /** Receipts and actions on their way to the inner. */
+  readonly queues: OuterQueues
   readonly addresses: Record<string, Bound>
   /** The inner's public key that clients verify envelopes with (the first pinned inner). */
   readonly innerPublicKey: string
@@ -46,17 +49,23 @@ export function build(config: OuterConfig, deps: { log?: Logger } = {}): OuterDa
   const metrics: Registry = createRegistry('todo_outer')
   new Gauge({ name: 'todo_outer_clients', help: 'Connected client sockets', registers: [metrics], collect() { this.set(hub.connections) } })
   new Gauge({ name: 'todo_outer_hw', help: 'Highest seq committed from the link', registers: [metrics], collect() { this.set(store.hw ?? 0) } })
+  let link: LinkServer | undefined
+  const queues = new OuterQueues({
+    store, hub, log: log.child({ mod: 'queues' }), session: () => link?.session(),
+    options: { ...config.actions, maxQueuedReceipts: config.receipts.maxQueued },
+  })
+  new Gauge({ name: 'todo_outer_receipts_queued', help: 'Receipts not yet acknowledged by the inner', registers: [metrics], collect() { this.set(queues.receiptsQueued) } })
+  new Gauge({ name: 'todo_outer_actions_open', help: 'Actions queued or forwarded, not yet final', registers: [metrics], collect() { this.set(queues.actionsOpen) } })
 
   const servers: { name: string; server: Server; address: string }[] = []
   const addresses: Record<string, Bound> = {}
   let clients: ClientApi | undefined
-  let link: LinkServer | undefined
   let pruneTimer: NodeJS.Timeout | undefined
   let started = false
   let closing: Promise<void> | undefined
 
   return {
-    config, store, key, log, hub, addresses, innerPublicKey,
+    config, store, key, log, hub, queues, addresses, innerPublicKey,
 
     async start() {
       if (started) return
@@ -73,6 +82,7 @@ export function build(config: OuterConfig, deps: { log?: Logger } = {}): OuterDa
         log: log.child({ mod: 'clients' }),
         innerPublicKey,
         webDir: WEB_DIR,
+        sinks: queues.sinks,
         options: { allowedOrigins: config.clients.allowedOrigins, heartbeatMs: config.clients.heartbeatMs },
       })
       clients = api
@@ -81,6 +91,8 @@ export function build(config: OuterConfig, deps: { log?: Logger } = {}): OuterDa
         events: {
           onCommitted: (items) => { for (const i of items) api.publish(i.env.user, i.json) },
           onReset: () => api.resetAll(),
+          onBody: (body) => queues.onBody(body),
+          onSession: (session) => queues.onSession(session),
         },
       })
       servers.push({ name: 'link', address: config.listen.link, server: link.server })
@@ -121,6 +133,7 @@ export function build(config: OuterConfig, deps: { log?: Logger } = {}): OuterDa
         await link?.close()
         await clients?.close()
         await Promise.all(servers.map((s) => closeServer(s.server)))
+        queues.close()
         store.close()
         log.info('stopped')
       })()

@@ -30,8 +30,34 @@ const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX history_user ON history(user, seq);
   `,
-  // 1: clients (receipts, actions) — filled by that capability.
-  `SELECT 1;`,
+  // 1: clients (DESIGN §3.6): receipts waiting for the inner's receipts-ack, and actions queued for the
+  // inner with their status. Both are durable so that neither daemon's restart loses one (see outer/queues.ts).
+  `
+  CREATE TABLE receipts (
+    rid  INTEGER PRIMARY KEY AUTOINCREMENT,   -- travels as receipts.rid; acked up to a rid, then deleted
+    seq  INTEGER NOT NULL,
+    user TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('delivered', 'read')),
+    ts   INTEGER NOT NULL,
+    UNIQUE (seq, kind) ON CONFLICT IGNORE     -- only the first receipt of each kind counts at the inner
+  );
+  CREATE TABLE actions (
+    id         TEXT PRIMARY KEY,
+    user       TEXT NOT NULL,
+    system     TEXT NOT NULL,
+    type       TEXT NOT NULL,
+    ref        TEXT,
+    payload    TEXT,                           -- JSON text, absent when the client sent none
+    token      TEXT,                           -- the user's token, forwarded for the inner to verify; cleared once final
+    ts         INTEGER NOT NULL,               -- when the client submitted it
+    status     TEXT NOT NULL CHECK (status IN ('queued', 'forwarded', 'delivered', 'failed')),
+    code       TEXT,
+    error      TEXT,
+    updated_at INTEGER NOT NULL
+  );
+  CREATE INDEX actions_user ON actions(user, status);
+  CREATE INDEX actions_open ON actions(status, ts);
+  `,
 ]
 
 /** An envelope with the exact JSON text that is stored and sent to clients. */

@@ -24,3 +24,9 @@ export class Backoff {
     return this.attempt
   }
 }
+
+/** One full-jitter delay for retry number `attempt` (0-based): random(0, min(maxMs, baseMs·2^attempt)), at least 1 ms. */
+export function fullJitterDelay(attempt: number, opts: BackoffOptions): number {
+  const ceiling = Math.min(opts.maxMs, opts.baseMs * 2 ** Math.min(Math.max(0, attempt), 30))
+  return Math.max(1, Math.floor((opts.random ?? Math.random)() * ceiling))
+}

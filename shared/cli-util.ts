@@ -11,9 +11,14 @@ export interface Closable { close(): Promise<void> }
 
 /** Runs a commander program; returns the process exit code. */
 export async function runProgram(program: Command, argv: string[], name: string): Promise<number> {
-  program.exitOverride()
-  program.configureOutput({ outputError: (str, write) => write(str.trim().startsWith('error:') ? `${name}: ${str.trim()}\n` : str) })
-  for (const c of program.commands) c.exitOverride()
+  // Subcommands copy the parent's output settings only when created, so set them on the whole tree:
+  // otherwise `todo-inner system add` errors would lose the program-name prefix.
+  const configure = (cmd: Command): void => {
+    cmd.exitOverride()
+    cmd.configureOutput({ outputError: (str, write) => write(str.trim().startsWith('error:') ? `${name}: ${str.trim()}\n` : str) })
+    for (const c of cmd.commands) configure(c)
+  }
+  configure(program)
   try {
     await program.parseAsync(argv)
     return typeof process.exitCode === 'number' ? process.exitCode : 0

@@ -26,7 +26,8 @@ export interface TodoSource {
   since(user: string, since: number): string[] | null
 }
 
-export interface ActionRecord { id: string; status: ActionStatus; error?: string }
+/** An action as its user sees it (`GET /api/v1/actions/ID`, `/ws` action frames); `code` and `error` only when failed. */
+export interface ActionRecord { id: string; status: ActionStatus; code?: string; error?: string }
 
 /** Actions and receipts from clients; each daemon routes them its own way. */
 export interface ClientSinks {

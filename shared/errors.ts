@@ -16,6 +16,7 @@ export interface ErrorSpec {
 export const ERRORS = {
   // ---- intake API (DESIGN §3.3) ----
   E_BAD_JSON: { status: 400, zh: '请求体不是合法的 JSON', en: 'body is not valid JSON' },
+  E_ENCODING: { status: 400, zh: '请求体不是合法的 UTF-8 编码', en: 'body is not valid UTF-8 (send UTF-8, percent-encoded in forms)' },
   E_FIELD: { status: 400, zh: '字段不合法', en: 'invalid field' },
   E_EMPTY_BATCH: { status: 400, zh: '批量消息不能为空', en: 'a batch must hold at least one record' },
   E_BATCH_TOO_LARGE: { status: 400, zh: '批量消息条数超出上限', en: 'too many records in one batch' },
@@ -36,6 +37,15 @@ export const ERRORS = {
   E_UNAUTHORIZED: { status: 401, zh: '令牌无效或已过期', en: 'missing, invalid or expired token' },
   E_TOO_MANY_CONNECTIONS: { status: 429, zh: '该用户的连接数已达上限', en: 'too many connections for this user' },
   E_ORIGIN: { status: 403, zh: '来源站点不被允许', en: 'origin not allowed' },
+  E_TOO_MANY_ACTIONS: { status: 429, zh: '未完成的办理请求过多，请稍后再试', en: 'too many unfinished actions for this user' },
+
+  // ---- actions (DESIGN §3.6): why an action ended `failed`, in its `code` ----
+  E_ACTION_TOKEN: { status: 401, zh: '办理请求的令牌无效、已过期或与用户不符', en: 'the action\'s token is invalid, expired beyond the queueing grace, or not the user\'s' },
+  E_ACTION_SYSTEM: { status: 404, zh: '业务系统不存在或已停用', en: 'no such business system, or it is disabled' },
+  E_ACTION_NO_CALLBACK: { status: 409, zh: '该业务系统未登记回调地址', en: 'the business system has no callback URL' },
+  E_ACTION_TYPE: { status: 422, zh: '该业务系统不接受此类办理', en: 'action type not allowed for this system' },
+  E_ACTION_TOO_LARGE: { status: 413, zh: '办理请求过大', en: 'action too large' },
+  E_CALLBACK: { status: 502, zh: '业务系统回调失败', en: 'the business system\'s callback failed' },
 
   // ---- config ----
   ERR_CONFIG_READ: { status: 500, zh: '无法读取配置文件', en: 'cannot read config file' },
@@ -54,6 +64,17 @@ export const ERRORS = {
   ERR_SYSTEM_NOT_FOUND: { status: 404, zh: '业务系统不存在', en: 'no such business system' },
   ERR_SYSTEM_EXISTS: { status: 409, zh: '业务系统名称已存在', en: 'a system with this name exists' },
   ERR_MESSAGE_NOT_FOUND: { status: 404, zh: '消息不存在', en: 'no such message' },
+  ERR_SYSTEM_REMOVING: { status: 409, zh: '业务系统正在删除', en: 'the system is being removed' },
+  ERR_USER_IMPORT: { status: 500, zh: '用户导入文件不合法', en: 'invalid user import file' },
+
+  // ---- poller (pull-user / pull-all): stored as a system's last poll error ----
+  ERR_POLL_CONNECT: { status: 502, zh: '无法连接业务系统', en: 'cannot connect to the business system' },
+  ERR_POLL_TIMEOUT: { status: 504, zh: '业务系统响应超时', en: 'the business system did not answer in time' },
+  ERR_POLL_HTTP: { status: 502, zh: '业务系统返回了非 200 状态', en: 'the business system answered with a status other than 200' },
+  ERR_POLL_TOO_LARGE: { status: 502, zh: '业务系统返回的数据过大', en: 'the answer exceeds poll.maxResponseBytes' },
+  ERR_POLL_ENCODING: { status: 502, zh: '业务系统返回的数据编码不合法', en: 'the answer is not valid text in its declared charset (UTF-8 by default)' },
+  ERR_POLL_BAD_JSON: { status: 502, zh: '业务系统返回的数据不是合法的 JSON', en: 'the answer is not valid JSON' },
+  ERR_POLL_SHAPE: { status: 502, zh: '业务系统返回的数据格式不符合规范', en: 'the answer has the wrong shape (pull-all: an array; pull-user: an object)' },
 } as const satisfies Record<string, ErrorSpec>
 
 export type ErrorCode = keyof typeof ERRORS

@@ -21,7 +21,7 @@ import {
   CLOSE, FRAME_CONTEXT, PROTOCOL_VERSION, authSignedObject, validateHandshake, validateSealed, welcomeSignedObject,
   type AuthFrame, type HelloFrame, type WelcomeFrame,
 } from './protocol.js'
-import { RelayError, type ErrorCode } from './errors.js'
+import { ERRORS, RelayError, type ErrorCode } from './errors.js'
 
 export const HANDSHAKE_TIMEOUT_MS = 10_000
 export const MAX_LINK_FRAME_BYTES = 64 * 1024 * 1024
@@ -201,7 +201,11 @@ export async function clientHandshake(ws: WebSocket, opts: {
   ws.send(JSON.stringify(auth))
   const reply = parseHandshake(await nextMessage(ws, timeout))
   if (typeof reply === 'string') throw new LinkError('ERR_LINK_PROTOCOL', CLOSE.PROTOCOL, reply)
-  if (reply.t === 'error') throw new LinkError('ERR_LINK_PROTOCOL', CLOSE.PROTOCOL, `server refused: ${reply.code} ${reply.msg}`)
+  if (reply.t === 'error') {
+    // Keep the server's stable code so the operator on this side sees why (e.g. our key is not pinned there).
+    const code = (reply.code in ERRORS ? reply.code : 'ERR_LINK_PROTOCOL') as ErrorCode
+    throw new LinkError(code, CLOSE.PROTOCOL, `server refused: ${reply.code} ${reply.msg}`)
+  }
   if (reply.t !== 'welcome') throw new LinkError('ERR_LINK_PROTOCOL', CLOSE.PROTOCOL, `expected welcome, got ${reply.t}`)
   const signed = canonicalBytes(welcomeSignedObject({
     serverKey: hello.key, serverNonce: hello.nonce, clientKey: opts.key.publicKey, clientNonce, epoch: reply.epoch, hw: reply.hw,

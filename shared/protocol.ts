@@ -167,8 +167,13 @@ export interface BatchBody { t: 'batch'; n: number; epoch: string; items: Envelo
  * stores the chunk; `done` sets its high-water mark to `hw`. Items hold the latest envelope per (system, user).
  */
 export interface ResyncBody { t: 'resync'; n: number; epoch: string; first: boolean; done: boolean; hw: number; items: Envelope[] }
-/** inner → outer: an action's status changed (DESIGN §3.6). */
-export interface ActionStatusBody { t: 'action-status'; n: number; id: string; status: ActionStatus; error?: string }
+/**
+ * inner → outer: an action's status changed (DESIGN §3.6); also the inner's answer to an `action` it
+ * already holds (the outer resends unfinished actions on every new session, which is how a status lost
+ * while the link was down reaches the outer). `code` is a stable `E_ACTION_*`/`E_CALLBACK` code when
+ * `status` is `failed`; `error` says why in words.
+ */
+export interface ActionStatusBody { t: 'action-status'; n: number; id: string; status: ActionStatus; code?: string; error?: string }
 /** outer → inner: the highest seq the outer has committed. */
 export interface AckBody { t: 'ack'; n: number; epoch: string; seq: number }
 /** outer → inner: delivery and read receipts from clients. */
@@ -221,6 +226,7 @@ export function validateInnerToOuter(x: unknown): Result<InnerToOuter> {
     case 'action-status':
       if (!isNonEmpty(x.id, 64)) return 'action-status.id'
       if (!['queued', 'forwarded', 'delivered', 'failed'].includes(x.status as string)) return 'action-status.status'
+      if (x.code !== undefined && !isNonEmpty(x.code, 64)) return 'action-status.code'
       if (x.error !== undefined && !isStr(x.error, 1024)) return 'action-status.error'
       return x as unknown as ActionStatusBody
     case 'receipts-ack':
@@ -283,7 +289,8 @@ export interface SnapshotFrame {
 }
 export interface UpdateFrame { t: 'update'; item: Envelope }
 export interface SyncedFrame { t: 'synced'; seq: number }
-export interface ActionFrame { t: 'action'; id: string; status: ActionStatus; error?: string }
+/** An action's status: the reply to a `/ws` action frame, then one frame per change. `code` as in ActionStatusBody. */
+export interface ActionFrame { t: 'action'; id: string; status: ActionStatus; code?: string; error?: string }
 export interface ClientErrorFrame { t: 'error'; code: string; msg: string }
 export type ServerToClient = SnapshotFrame | UpdateFrame | SyncedFrame | ActionFrame | ClientErrorFrame
 

@@ -28,7 +28,8 @@ export const TOKENS: TokenConfig = { alg: 'HS256', secret: 'test-secret-01234567
 
 /** The subset of node-tap's Test that helpers use. */
 export interface T {
-  testdir(fixture?: object): string
+  // No parameter here: tap's own signature (FixtureDirContent) must stay assignable under strict checks.
+  testdir(): string
   teardown(fn: () => unknown): void
 }
 

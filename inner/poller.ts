@@ -1,0 +1,356 @@
+/**
+ * The poller for pull-user and pull-all systems (spec §6.2.1, §6.2.2; DESIGN §3.3). One scheduler — a
+ * single timer armed for the earliest due system — and per-system state: its own HTTP pool
+ * (poll-fetch.ts), its own in-flight round and abort controller, its own backoff and health. Rounds run
+ * independently, so a slow, hanging or dead system never delays another one.
+ *
+ * - Registry changes (RegistryCache.onChange, which the daemon sees within 250 ms) start polling new or
+ *   re-enabled systems at once, stop disabled and removed ones (aborting a round in flight, whose answer
+ *   is then dropped), and restart a system whose mode, URL or interval changed.
+ * - A round that succeeds schedules the next one `interval` after its start (never overlapping itself).
+ *   A failed round waits `interval + random(0, min(poll.backoffMaxMs, interval·2^(n−1)))` after the n-th
+ *   consecutive failure — full-jitter exponential backoff on top of the interval — and the first success
+ *   resets it. pull-user rounds fail only when no request succeeded; they stop starting requests once
+ *   `poll.concurrency` of them have failed without any success (a dead system costs fewer than
+ *   2·concurrency requests per round, not one timeout per user).
+ * - Answers go through ingest with `onlyIfChanged`, so an unchanged count produces no envelope.
+ * - After each round the system's health goes to `poll_health` (poll-health.ts) for `system show`/`stats`.
+ */
+import { performance } from 'node:perf_hooks'
+import { Backoff } from '../shared/backoff.js'
+import { RelayError } from '../shared/errors.js'
+import type { Logger } from '../shared/log.js'
+import type { Ingest, IngestItem } from './ingest.js'
+import type { Metrics } from './metrics.js'
+import { interpretAll, interpretUser, type AnswerContext, type Interpreted } from './poll-answer.js'
+import { PollAborted, PollClient, type PollHttpOptions } from './poll-fetch.js'
+import { initialPollHealth, writePollHealth, type PollHealth } from './poll-health.js'
+import type { RecordLimits } from './record.js'
+import type { RegistryCache, SystemInfo } from './registry.js'
+import type { Rejections } from './rejections.js'
+import type { InnerStore, StateRow } from './store.js'
+
+export interface PollOptions extends PollHttpOptions {
+  /** Cap on the extra wait after failures, ms (see the file comment). */
+  backoffMaxMs: number
+  /** Most records one pull-all answer may hold. */
+  maxRecords: number
+}
+
+export interface PollerDeps {
+  registry: RegistryCache
+  store: InnerStore
+  ingest: Ingest
+  rejections: Rejections
+  log: Logger
+  metrics: Metrics
+  limits: RecordLimits
+  options: PollOptions
+  now?: () => number
+  random?: () => number
+}
+
+interface SystemState {
+  system: SystemInfo
+  /** mode, URL and interval: a change restarts the system's polling. */
+  key: string
+  client: PollClient
+  backoff: Backoff
+  health: PollHealth
+  nextAt: number
+  running: Promise<void> | undefined
+  abort: AbortController | undefined
+  stopped: boolean
+}
+
+interface Outcome {
+  requests: number
+  failed: number
+  latencyMs: number
+  records: number
+  changed: number
+  rejected: number
+  zeroed: number
+  /** The round failed (no request succeeded). */
+  error?: Error
+  /** Some requests failed but the round counts as done (pull-user). */
+  partialError?: Error
+}
+
+const keyOf = (s: SystemInfo): string => `${s.mode}\u0000${s.url ?? ''}\u0000${s.intervalSeconds ?? ''}`
+
+/** The `loginName` query parameter appended to a pull-user URL (spec §6.2.1.1: `loginName=XXX`), UTF-8 percent-encoded. */
+export function userUrl(base: string, user: string): URL {
+  const u = new URL(base)
+  const param = `loginName=${encodeURIComponent(user)}`
+  u.search = u.search.length > 1 ? `${u.search}&${param}` : `?${param}`
+  return u
+}
+
+function describe(e: Error): { code: string; reason: string } {
+  return e instanceof RelayError ? { code: e.code, reason: e.message } : { code: 'ERR_POLL_CONNECT', reason: e.message }
+}
+
+export class Poller {
+  private readonly systems = new Map<string, SystemState>()
+  private readonly stopping = new Set<Promise<void>>()
+  private timer: NodeJS.Timeout | undefined
+  private timerAt = Infinity
+  private unsubscribe: (() => void) | undefined
+  private started = false
+  private closing: Promise<void> | undefined
+  private readonly now: () => number
+  private readonly log: Logger
+
+  constructor(private readonly deps: PollerDeps) {
+    this.now = deps.now ?? Date.now
+    this.log = deps.log
+  }
+
+  /** Begins polling every enabled pull system and follows registry changes. Idempotent. */
+  start(): void {
+    if (this.started || this.closing) return
+    this.started = true
+    this.unsubscribe = this.deps.registry.onChange(() => this.sync())
+    this.sync()
+  }
+
+  /** In-memory health of a polled system (the durable copy is in poll_health). */
+  health(systemId: string): Readonly<PollHealth> | undefined {
+    return this.systems.get(systemId)?.health
+  }
+
+  /** Ids of the systems being polled. */
+  polled(): string[] {
+    return [...this.systems.keys()]
+  }
+
+  private sync(): void {
+    if (this.closing) return
+    const wanted = new Map<string, SystemInfo>()
+    for (const s of this.deps.registry.systems()) {
+      if (s.enabled && s.removingAt === null && s.mode !== 'push' && s.url && s.intervalSeconds) wanted.set(s.id, s)
+    }
+    for (const [id, st] of this.systems) {
+      const s = wanted.get(id)
+      if (!s) this.stop(st, 'disabled or removed')
+      else if (keyOf(s) !== st.key) this.stop(st, 'registration changed')
+      else st.system = s
+    }
+    for (const [id, s] of wanted) if (!this.systems.has(id)) this.begin(s)
+    this.arm()
+  }
+
+  private begin(s: SystemInfo): void {
+    const intervalMs = s.intervalSeconds! * 1000
+    const st: SystemState = {
+      system: s, key: keyOf(s), client: new PollClient(new URL(s.url!).origin, this.deps.options),
+      backoff: new Backoff({ baseMs: intervalMs, maxMs: this.deps.options.backoffMaxMs, ...(this.deps.random ? { random: this.deps.random } : {}) }),
+      health: initialPollHealth(this.deps.store.db, s.id, this.now()),
+      nextAt: this.now(), running: undefined, abort: undefined, stopped: false,
+    }
+    this.systems.set(s.id, st)
+    this.log.info({ system: s.id, mode: s.mode, intervalSeconds: s.intervalSeconds, host: new URL(s.url!).host }, 'polling started')
+  }
+
+  private stop(st: SystemState, reason: string): void {
+    st.stopped = true
+    st.abort?.abort()
+    this.systems.delete(st.system.id)
+    this.deps.metrics.pollFailures.remove({ system: st.system.id })
+    const done = (st.running ?? Promise.resolve()).then(() => st.client.close())
+    this.stopping.add(done)
+    void done.finally(() => this.stopping.delete(done))
+    this.log.info({ system: st.system.id, reason }, 'polling stopped')
+  }
+
+  /** Arms the one timer for the earliest system that is due and not already polling. */
+  private arm(): void {
+    if (this.closing) return
+    let next = Infinity
+    for (const st of this.systems.values()) if (!st.running && st.nextAt < next) next = st.nextAt
+    if (this.timer && next === this.timerAt) return
+    if (this.timer) clearTimeout(this.timer)
+    this.timer = undefined
+    this.timerAt = next
+    if (next === Infinity) return
+    this.timer = setTimeout(() => {
+      this.timer = undefined
+      this.timerAt = Infinity
+      this.tick()
+    }, Math.max(0, next - this.now()))
+  }
+
+  private tick(): void {
+    const t = this.now()
+    for (const st of this.systems.values()) if (!st.running && st.nextAt <= t) this.launch(st)
+    this.arm()
+  }
+
+  private launch(st: SystemState): void {
+    const abort = new AbortController()
+    st.abort = abort
+    st.running = this.round(st, abort.signal)
+      .catch((e: unknown) => { this.log.error({ err: e, system: st.system.id }, 'poll round crashed') })
+      .finally(() => {
+        st.running = undefined
+        st.abort = undefined
+        this.arm()
+      })
+  }
+
+  private active(st: SystemState, signal: AbortSignal): boolean {
+    return !st.stopped && !signal.aborted
+  }
+
+  private context(st: SystemState): AnswerContext {
+    return {
+      system: st.system, registry: this.deps.registry, limits: this.deps.limits, rejections: this.deps.rejections,
+      host: new URL(st.system.url!).host, receivedAt: this.now(),
+    }
+  }
+
+  private async submit(st: SystemState, signal: AbortSignal, r: Interpreted, out: Outcome): Promise<void> {
+    out.records += r.records
+    out.rejected += r.rejected
+    out.zeroed += r.zeroed
+    const id = st.system.id
+    // A 0 for a user who has no count from this system changes nothing a client shows: skip it, so that
+    // the first round of a pull-user system does not send a message per known user.
+    const items = r.items.filter((it) => it.quantity !== 0 || this.deps.store.getState(id, it.user) !== undefined)
+    const skipped = r.items.length - items.length
+    if (skipped > 0) this.deps.metrics.pollRecords.inc({ system: id, outcome: 'unchanged' }, skipped)
+    // Checked synchronously right before queueing: a system disabled meanwhile stores nothing more.
+    if (items.length === 0 || !this.active(st, signal)) return
+    const refs = await this.deps.ingest.submit(items)
+    const changed = refs.filter((x) => x !== null).length
+    out.changed += changed
+    this.deps.metrics.received.inc({ system: id, source: 'pull' }, changed)
+    refs.forEach((ref, i) => {
+      const it = items[i] as IngestItem
+      if (ref === null) this.deps.metrics.pollRecords.inc({ system: id, outcome: 'unchanged' })
+      else this.deps.metrics.pollRecords.inc({ system: id, outcome: r.zeroedUsers.has(it.user) ? 'zeroed' : 'changed' })
+    })
+  }
+
+  private async pollAll(st: SystemState, signal: AbortSignal, out: Outcome): Promise<void> {
+    const t0 = performance.now()
+    out.requests = 1
+    try {
+      const answer = await st.client.getJson(new URL(st.system.url!), signal, this.deps.limits.maxDepth)
+      out.latencyMs = performance.now() - t0
+      this.deps.metrics.pollLatency.observe({ system: st.system.id }, out.latencyMs / 1000)
+      if (!this.active(st, signal)) return
+      const nonZero = this.deps.store.db.prepare<[string], StateRow>('SELECT * FROM state WHERE system_id = ? AND quantity > 0').all(st.system.id)
+      await this.submit(st, signal, interpretAll(answer, this.context(st), nonZero, this.deps.options.maxRecords), out)
+    } catch (e) {
+      out.latencyMs = performance.now() - t0
+      out.failed = 1
+      throw e
+    }
+  }
+
+  private async pollUsers(st: SystemState, signal: AbortSignal, out: Outcome): Promise<void> {
+    const users = this.deps.store.db.prepare<[], { login: string }>('SELECT login FROM users UNION SELECT user AS login FROM state').all().map((r) => r.login)
+    const limit = this.deps.options.concurrency
+    let next = 0
+    let ok = 0
+    let lastError: Error | undefined
+    let latencyTotal = 0
+    const worker = async (): Promise<void> => {
+      while (next < users.length && this.active(st, signal) && !(ok === 0 && out.failed >= limit)) {
+        const user = users[next++]!
+        const t0 = performance.now()
+        out.requests++
+        try {
+          const answer = await st.client.getJson(userUrl(st.system.url!, user), signal, this.deps.limits.maxDepth)
+          const ms = performance.now() - t0
+          latencyTotal += ms
+          this.deps.metrics.pollLatency.observe({ system: st.system.id }, ms / 1000)
+          if (!this.active(st, signal)) return
+          ok++
+          await this.submit(st, signal, interpretUser(answer, user, this.context(st), this.deps.store.getState(st.system.id, user)), out)
+        } catch (e) {
+          if (e instanceof PollAborted || !this.active(st, signal)) return
+          latencyTotal += performance.now() - t0
+          out.failed++
+          lastError = e as Error
+          this.log.debug({ system: st.system.id, user, ...describe(e as Error) }, 'poll request failed')
+        }
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(limit, users.length) }, worker))
+    out.latencyMs = out.requests > 0 ? latencyTotal / out.requests : 0
+    if (lastError && ok === 0) out.error = lastError
+    else if (lastError) out.partialError = new RelayError(lastError instanceof RelayError ? lastError.code : 'ERR_POLL_CONNECT', { reason: `${out.failed} of ${out.requests} requests failed; last: ${lastError.message}` })
+  }
+
+  private async round(st: SystemState, signal: AbortSignal): Promise<void> {
+    const s = st.system
+    const started = this.now()
+    const out: Outcome = { requests: 0, failed: 0, latencyMs: 0, records: 0, changed: 0, rejected: 0, zeroed: 0 }
+    try {
+      if (s.mode === 'pull-all') await this.pollAll(st, signal, out)
+      else await this.pollUsers(st, signal, out)
+    } catch (e) {
+      if (e instanceof PollAborted) return
+      out.error = e as Error
+    }
+    if (!this.active(st, signal)) return
+    const t = this.now()
+    const h = st.health
+    const intervalMs = s.intervalSeconds! * 1000
+    Object.assign(h, {
+      lastAttemptAt: started, latencyMs: Math.round(out.latencyMs), roundMs: t - started, requests: out.requests,
+      failedRequests: out.failed, records: out.records, changed: out.changed, rejected: out.rejected, updatedAt: t,
+    })
+    let delay: number
+    if (out.error) {
+      const { code, reason } = describe(out.error)
+      h.consecutiveFailures++
+      h.pollsFailed++
+      h.lastError = reason.slice(0, 500)
+      h.lastErrorCode = code
+      h.lastErrorAt = t
+      delay = intervalMs + st.backoff.next()
+      this.log.warn({ system: s.id, code, reason, failures: h.consecutiveFailures, retryInMs: delay }, 'poll failed')
+    } else {
+      if (h.consecutiveFailures > 0) this.log.info({ system: s.id, after: h.consecutiveFailures }, 'poll recovered')
+      h.consecutiveFailures = 0
+      h.pollsOk++
+      h.lastSuccessAt = t
+      st.backoff.reset()
+      if (out.partialError) {
+        const { code, reason } = describe(out.partialError)
+        h.lastError = reason.slice(0, 500)
+        h.lastErrorCode = code
+        h.lastErrorAt = t
+      }
+      delay = Math.max(0, started + intervalMs - t)
+      this.log.debug({ system: s.id, requests: out.requests, records: out.records, changed: out.changed, rejected: out.rejected, zeroed: out.zeroed, ms: t - started }, 'poll ok')
+    }
+    st.nextAt = t + delay
+    h.nextPollAt = st.nextAt
+    this.deps.metrics.polls.inc({ system: s.id, outcome: out.error ? 'failed' : 'ok' })
+    this.deps.metrics.pollFailures.set({ system: s.id }, h.consecutiveFailures)
+    if (out.rejected > 0) this.deps.metrics.pollRecords.inc({ system: s.id, outcome: 'rejected' }, out.rejected)
+    try {
+      writePollHealth(this.deps.store.db, h)
+    } catch (e) {
+      // The system may have been deleted meanwhile (foreign key), or the CLI holds the write lock.
+      this.log.warn({ err: e, system: s.id }, 'could not record poll health')
+    }
+  }
+
+  /** Stops polling: aborts rounds in flight, waits for them, drops every connection. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.unsubscribe?.()
+      if (this.timer) clearTimeout(this.timer)
+      this.timer = undefined
+      for (const st of [...this.systems.values()]) this.stop(st, 'shutting down')
+      await Promise.all([...this.stopping])
+    })()
+    return this.closing
+  }
+}
