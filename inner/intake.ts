@@ -1,6 +1,6 @@
 /**
  * The push endpoint (spec §6.2.3, DESIGN §3.3): `POST /websocket/todo/api/message`. Checks run in a fixed
- * order — path, method, content type, size, encoding, JSON depth and syntax, fields, auth code, source
+ * order — path, method, size, content type, encoding, JSON depth and syntax, fields, auth code, source
  * address, enabled, rate — and every record of a batch must pass before any is queued, so a rejected
  * request changes nothing. The address is checked before `enabled` so that a caller outside a system's
  * whitelist learns nothing about the system's state. The 200 goes out only after the group commit that

@@ -10,25 +10,20 @@
  * - A round that succeeds schedules the next one `interval` after its start (never overlapping itself).
  *   A failed round waits `interval + random(0, min(poll.backoffMaxMs, interval·2^(n−1)))` after the n-th
  *   consecutive failure — full-jitter exponential backoff on top of the interval — and the first success
- *   resets it. pull-user rounds fail only when no request succeeded; they stop starting requests once
- *   `poll.concurrency` of them have failed without any success (a dead system costs fewer than
- *   2·concurrency requests per round, not one timeout per user).
- * - Answers go through ingest with `onlyIfChanged`, so an unchanged count produces no envelope.
+ *   resets it. A round itself (its requests, the answers, ingest with `onlyIfChanged`) is poll-round.ts.
  * - After each round the system's health goes to `poll_health` (poll-health.ts) for `system show`/`stats`.
  */
-import { performance } from 'node:perf_hooks'
 import { Backoff } from '../shared/backoff.js'
-import { RelayError } from '../shared/errors.js'
 import type { Logger } from '../shared/log.js'
-import type { Ingest, IngestItem } from './ingest.js'
+import type { Ingest } from './ingest.js'
 import type { Metrics } from './metrics.js'
-import { interpretAll, interpretUser, type AnswerContext, type Interpreted } from './poll-answer.js'
-import { PollAborted, PollClient, type PollHttpOptions } from './poll-fetch.js'
+import { PollClient, type PollHttpOptions } from './poll-fetch.js'
 import { initialPollHealth, writePollHealth, type PollHealth } from './poll-health.js'
+import { describeError, runRound, type RoundDeps } from './poll-round.js'
 import type { RecordLimits } from './record.js'
 import type { RegistryCache, SystemInfo } from './registry.js'
 import type { Rejections } from './rejections.js'
-import type { InnerStore, StateRow } from './store.js'
+import type { InnerStore } from './store.js'
 
 export interface PollOptions extends PollHttpOptions {
   /** Cap on the extra wait after failures, ms (see the file comment). */
@@ -63,33 +58,7 @@ interface SystemState {
   stopped: boolean
 }
 
-interface Outcome {
-  requests: number
-  failed: number
-  latencyMs: number
-  records: number
-  changed: number
-  rejected: number
-  zeroed: number
-  /** The round failed (no request succeeded). */
-  error?: Error
-  /** Some requests failed but the round counts as done (pull-user). */
-  partialError?: Error
-}
-
 const keyOf = (s: SystemInfo): string => `${s.mode}\u0000${s.url ?? ''}\u0000${s.intervalSeconds ?? ''}`
-
-/** The `loginName` query parameter appended to a pull-user URL (spec §6.2.1.1: `loginName=XXX`), UTF-8 percent-encoded. */
-export function userUrl(base: string, user: string): URL {
-  const u = new URL(base)
-  const param = `loginName=${encodeURIComponent(user)}`
-  u.search = u.search.length > 1 ? `${u.search}&${param}` : `?${param}`
-  return u
-}
-
-function describe(e: Error): { code: string; reason: string } {
-  return e instanceof RelayError ? { code: e.code, reason: e.message } : { code: 'ERR_POLL_CONNECT', reason: e.message }
-}
 
 export class Poller {
   private readonly systems = new Map<string, SystemState>()
@@ -101,10 +70,15 @@ export class Poller {
   private closing: Promise<void> | undefined
   private readonly now: () => number
   private readonly log: Logger
+  private readonly roundDeps: RoundDeps
 
   constructor(private readonly deps: PollerDeps) {
     this.now = deps.now ?? Date.now
     this.log = deps.log
+    this.roundDeps = {
+      registry: deps.registry, store: deps.store, ingest: deps.ingest, rejections: deps.rejections, log: deps.log, metrics: deps.metrics,
+      limits: deps.limits, concurrency: deps.options.concurrency, maxRecords: deps.options.maxRecords, now: this.now,
+    }
   }
 
   /** Begins polling every enabled pull system and follows registry changes. Idempotent. */
@@ -199,104 +173,11 @@ export class Poller {
       })
   }
 
-  private active(st: SystemState, signal: AbortSignal): boolean {
-    return !st.stopped && !signal.aborted
-  }
-
-  private context(st: SystemState): AnswerContext {
-    return {
-      system: st.system, registry: this.deps.registry, limits: this.deps.limits, rejections: this.deps.rejections,
-      host: new URL(st.system.url!).host, receivedAt: this.now(),
-    }
-  }
-
-  private async submit(st: SystemState, signal: AbortSignal, r: Interpreted, out: Outcome): Promise<void> {
-    out.records += r.records
-    out.rejected += r.rejected
-    out.zeroed += r.zeroed
-    const id = st.system.id
-    // A 0 for a user who has no count from this system changes nothing a client shows: skip it, so that
-    // the first round of a pull-user system does not send a message per known user.
-    const items = r.items.filter((it) => it.quantity !== 0 || this.deps.store.getState(id, it.user) !== undefined)
-    const skipped = r.items.length - items.length
-    if (skipped > 0) this.deps.metrics.pollRecords.inc({ system: id, outcome: 'unchanged' }, skipped)
-    // Checked synchronously right before queueing: a system disabled meanwhile stores nothing more.
-    if (items.length === 0 || !this.active(st, signal)) return
-    const refs = await this.deps.ingest.submit(items)
-    const changed = refs.filter((x) => x !== null).length
-    out.changed += changed
-    this.deps.metrics.received.inc({ system: id, source: 'pull' }, changed)
-    refs.forEach((ref, i) => {
-      const it = items[i] as IngestItem
-      if (ref === null) this.deps.metrics.pollRecords.inc({ system: id, outcome: 'unchanged' })
-      else this.deps.metrics.pollRecords.inc({ system: id, outcome: r.zeroedUsers.has(it.user) ? 'zeroed' : 'changed' })
-    })
-  }
-
-  private async pollAll(st: SystemState, signal: AbortSignal, out: Outcome): Promise<void> {
-    const t0 = performance.now()
-    out.requests = 1
-    try {
-      const answer = await st.client.getJson(new URL(st.system.url!), signal, this.deps.limits.maxDepth)
-      out.latencyMs = performance.now() - t0
-      this.deps.metrics.pollLatency.observe({ system: st.system.id }, out.latencyMs / 1000)
-      if (!this.active(st, signal)) return
-      const nonZero = this.deps.store.db.prepare<[string], StateRow>('SELECT * FROM state WHERE system_id = ? AND quantity > 0').all(st.system.id)
-      await this.submit(st, signal, interpretAll(answer, this.context(st), nonZero, this.deps.options.maxRecords), out)
-    } catch (e) {
-      out.latencyMs = performance.now() - t0
-      out.failed = 1
-      throw e
-    }
-  }
-
-  private async pollUsers(st: SystemState, signal: AbortSignal, out: Outcome): Promise<void> {
-    const users = this.deps.store.db.prepare<[], { login: string }>('SELECT login FROM users UNION SELECT user AS login FROM state').all().map((r) => r.login)
-    const limit = this.deps.options.concurrency
-    let next = 0
-    let ok = 0
-    let lastError: Error | undefined
-    let latencyTotal = 0
-    const worker = async (): Promise<void> => {
-      while (next < users.length && this.active(st, signal) && !(ok === 0 && out.failed >= limit)) {
-        const user = users[next++]!
-        const t0 = performance.now()
-        out.requests++
-        try {
-          const answer = await st.client.getJson(userUrl(st.system.url!, user), signal, this.deps.limits.maxDepth)
-          const ms = performance.now() - t0
-          latencyTotal += ms
-          this.deps.metrics.pollLatency.observe({ system: st.system.id }, ms / 1000)
-          if (!this.active(st, signal)) return
-          ok++
-          await this.submit(st, signal, interpretUser(answer, user, this.context(st), this.deps.store.getState(st.system.id, user)), out)
-        } catch (e) {
-          if (e instanceof PollAborted || !this.active(st, signal)) return
-          latencyTotal += performance.now() - t0
-          out.failed++
-          lastError = e as Error
-          this.log.debug({ system: st.system.id, user, ...describe(e as Error) }, 'poll request failed')
-        }
-      }
-    }
-    await Promise.all(Array.from({ length: Math.min(limit, users.length) }, worker))
-    out.latencyMs = out.requests > 0 ? latencyTotal / out.requests : 0
-    if (lastError && ok === 0) out.error = lastError
-    else if (lastError) out.partialError = new RelayError(lastError instanceof RelayError ? lastError.code : 'ERR_POLL_CONNECT', { reason: `${out.failed} of ${out.requests} requests failed; last: ${lastError.message}` })
-  }
-
   private async round(st: SystemState, signal: AbortSignal): Promise<void> {
     const s = st.system
     const started = this.now()
-    const out: Outcome = { requests: 0, failed: 0, latencyMs: 0, records: 0, changed: 0, rejected: 0, zeroed: 0 }
-    try {
-      if (s.mode === 'pull-all') await this.pollAll(st, signal, out)
-      else await this.pollUsers(st, signal, out)
-    } catch (e) {
-      if (e instanceof PollAborted) return
-      out.error = e as Error
-    }
-    if (!this.active(st, signal)) return
+    const out = await runRound(this.roundDeps, { system: s, client: st.client, signal, active: () => !st.stopped && !signal.aborted })
+    if (!out) return
     const t = this.now()
     const h = st.health
     const intervalMs = s.intervalSeconds! * 1000
@@ -306,7 +187,7 @@ export class Poller {
     })
     let delay: number
     if (out.error) {
-      const { code, reason } = describe(out.error)
+      const { code, reason } = describeError(out.error)
       h.consecutiveFailures++
       h.pollsFailed++
       h.lastError = reason.slice(0, 500)
@@ -321,7 +202,7 @@ export class Poller {
       h.lastSuccessAt = t
       st.backoff.reset()
       if (out.partialError) {
-        const { code, reason } = describe(out.partialError)
+        const { code, reason } = describeError(out.partialError)
         h.lastError = reason.slice(0, 500)
         h.lastErrorCode = code
         h.lastErrorAt = t

@@ -74,7 +74,7 @@ export const ERRORS = {
   ERR_POLL_TOO_LARGE: { status: 502, zh: '业务系统返回的数据过大', en: 'the answer exceeds poll.maxResponseBytes' },
   ERR_POLL_ENCODING: { status: 502, zh: '业务系统返回的数据编码不合法', en: 'the answer is not valid text in its declared charset (UTF-8 by default)' },
   ERR_POLL_BAD_JSON: { status: 502, zh: '业务系统返回的数据不是合法的 JSON', en: 'the answer is not valid JSON' },
-  ERR_POLL_SHAPE: { status: 502, zh: '业务系统返回的数据格式不符合规范', en: 'the answer has the wrong shape (pull-all: an array; pull-user: an object)' },
+  ERR_POLL_SHAPE: { status: 502, zh: '业务系统返回的数据格式不符合规范', en: 'the answer has the wrong shape (pull-all: a JSON array; pull-user: a JSON object or array)' },
 } as const satisfies Record<string, ErrorSpec>
 
 export type ErrorCode = keyof typeof ERRORS

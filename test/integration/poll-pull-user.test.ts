@@ -5,7 +5,7 @@
  * another user is rejected, and an empty array sends a user with a count to 0.
  */
 import t from 'tap'
-import { userUrl } from '../../inner/poller.js'
+import { userUrl } from '../../inner/poll-round.js'
 import { importUsers } from '../../inner/users.js'
 import { startBusinessSystem } from '../helpers/business-system.js'
 import { addSystem, makeKeys, push, record, startInner, waitFor, type RunningInner } from '../helpers/daemons.js'
