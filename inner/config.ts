@@ -3,9 +3,9 @@
  * rejected, every problem named by its key), defaults filled from here, relative paths resolved against
  * the file's folder, then frozen. README.md documents every key.
  */
-import { readConfigFile, resolveFrom, schemaParts, validateConfig, deepFreeze } from '../shared/config.js'
+import { readConfigFile, resolveFrom, schemaParts, validateConfig, deepFreeze, int,
+  type ClientsSection, type StorageSection, type LogSection } from '../shared/config.js'
 import type { TokenConfig } from '../shared/tokens.js'
-import type { Synchronous } from '../shared/sqlite.js'
 
 export interface InnerConfig {
   centerId: string
@@ -19,7 +19,7 @@ export interface InnerConfig {
     maxQuantity: number; maxDepth: number; ratePerSecond: number
   }
   link: { batchSize: number; window: number; heartbeatMs: number; deadMs: number; reconnectBaseMs: number; reconnectMaxMs: number }
-  clients: { maxConnectionsPerUser: number; maxBufferedBytes: number; allowedOrigins: string[]; heartbeatMs: number }
+  clients: ClientsSection
   /** Delivering users' actions to the business systems' callbacks (DESIGN §3.6; inner/actions.ts). */
   actions: {
     graceSeconds: number; maxAttempts: number; retryBaseMs: number; retryMaxMs: number; timeoutMs: number
@@ -30,13 +30,11 @@ export interface InnerConfig {
     concurrency: number; connectTimeoutMs: number; headersTimeoutMs: number; bodyTimeoutMs: number; requestTimeoutMs: number
     maxResponseBytes: number; maxRecords: number; keepAliveTimeoutMs: number; backoffMaxMs: number
   }
-  storage: { synchronous: Synchronous; busyTimeoutMs: number }
-  log: { level: string }
+  storage: StorageSection
+  log: LogSection
   /** Absolute path of the file this came from. */
   readonly configPath: string
 }
-
-const int = (min: number, max: number, dflt: number): object => ({ type: 'integer', minimum: min, maximum: max, default: dflt })
 
 export const INNER_SCHEMA = {
   type: 'object',
@@ -97,17 +95,7 @@ export const INNER_SCHEMA = {
         reconnectMaxMs: int(1, 3_600_000, 30_000),
       },
     },
-    clients: {
-      type: 'object',
-      additionalProperties: false,
-      default: {},
-      properties: {
-        maxConnectionsPerUser: int(1, 10_000, 10),
-        maxBufferedBytes: int(1024, 1024 * 1024 * 1024, 4 * 1024 * 1024),
-        allowedOrigins: { type: 'array', items: { type: 'string' }, default: [] },
-        heartbeatMs: int(100, 600_000, 30_000),
-      },
-    },
+    clients: schemaParts.clients,
     actions: {
       type: 'object',
       additionalProperties: false,
@@ -152,21 +140,8 @@ export const INNER_SCHEMA = {
         backoffMaxMs: int(0, 86_400_000, 600_000),
       },
     },
-    storage: {
-      type: 'object',
-      additionalProperties: false,
-      default: {},
-      properties: {
-        synchronous: { enum: ['FULL', 'NORMAL', 'OFF'], default: 'FULL' },
-        busyTimeoutMs: int(0, 60_000, 2000),
-      },
-    },
-    log: {
-      type: 'object',
-      additionalProperties: false,
-      default: {},
-      properties: { level: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' } },
-    },
+    storage: schemaParts.storage,
+    log: schemaParts.log,
   },
 } as const
 

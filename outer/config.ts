@@ -3,9 +3,9 @@
  * problem named by its key), defaults from here, relative paths resolved against the file's folder,
  * frozen. README.md documents every key.
  */
-import { readConfigFile, resolveFrom, schemaParts, validateConfig, deepFreeze } from '../shared/config.js'
+import { readConfigFile, resolveFrom, schemaParts, validateConfig, deepFreeze, int,
+  type ClientsSection, type StorageSection, type LogSection } from '../shared/config.js'
 import type { TokenConfig } from '../shared/tokens.js'
-import type { Synchronous } from '../shared/sqlite.js'
 
 export interface OuterConfig {
   dataDir: string
@@ -15,17 +15,15 @@ export interface OuterConfig {
   tokens: TokenConfig
   link: { heartbeatMs: number; deadMs: number }
   history: { minAgeHours: number; minCount: number; pruneIntervalSeconds: number }
-  clients: { maxConnectionsPerUser: number; maxBufferedBytes: number; allowedOrigins: string[]; heartbeatMs: number }
+  clients: ClientsSection
   /** Phone actions queued for the inner (DESIGN §3.6; outer/queues.ts). */
   actions: { maxPendingPerUser: number; retainDays: number }
   /** Delivery/read receipts queued for the inner (outer/queues.ts). */
   receipts: { maxQueued: number }
-  storage: { synchronous: Synchronous; busyTimeoutMs: number }
-  log: { level: string }
+  storage: StorageSection
+  log: LogSection
   readonly configPath: string
 }
-
-const int = (min: number, max: number, dflt: number): object => ({ type: 'integer', minimum: min, maximum: max, default: dflt })
 
 export const OUTER_SCHEMA = {
   type: 'object',
@@ -55,15 +53,7 @@ export const OUTER_SCHEMA = {
       type: 'object', additionalProperties: false, default: {},
       properties: { minAgeHours: int(0, 24 * 365, 24), minCount: int(0, 100_000_000, 100_000), pruneIntervalSeconds: int(1, 86_400, 600) },
     },
-    clients: {
-      type: 'object', additionalProperties: false, default: {},
-      properties: {
-        maxConnectionsPerUser: int(1, 10_000, 10),
-        maxBufferedBytes: int(1024, 1024 * 1024 * 1024, 4 * 1024 * 1024),
-        allowedOrigins: { type: 'array', items: { type: 'string' }, default: [] },
-        heartbeatMs: int(100, 600_000, 30_000),
-      },
-    },
+    clients: schemaParts.clients,
     actions: {
       type: 'object', additionalProperties: false, default: {},
       properties: {
@@ -78,14 +68,8 @@ export const OUTER_SCHEMA = {
       // Receipts held while the link is down; beyond this new ones are dropped (they are monitoring data).
       properties: { maxQueued: int(1000, 100_000_000, 1_000_000) },
     },
-    storage: {
-      type: 'object', additionalProperties: false, default: {},
-      properties: { synchronous: { enum: ['FULL', 'NORMAL', 'OFF'], default: 'FULL' }, busyTimeoutMs: int(0, 60_000, 2000) },
-    },
-    log: {
-      type: 'object', additionalProperties: false, default: {},
-      properties: { level: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' } },
-    },
+    storage: schemaParts.storage,
+    log: schemaParts.log,
   },
 } as const
 

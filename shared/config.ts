@@ -79,8 +79,33 @@ export function parseListen(s: string): { host: string; port: number } {
   return { host, port: Number(m[2]) }
 }
 
+/** An integer setting with its range and default. */
+export const int = (min: number, max: number, dflt: number): object => ({ type: 'integer', minimum: min, maximum: max, default: dflt })
+
+/** Sections both daemons share, with the same keys and defaults. */
+export interface ClientsSection { maxConnectionsPerUser: number; maxBufferedBytes: number; allowedOrigins: string[]; heartbeatMs: number }
+export interface StorageSection { synchronous: 'FULL' | 'NORMAL' | 'OFF'; busyTimeoutMs: number }
+export interface LogSection { level: string }
+
 /** JSON-schema fragments both daemons use. */
 export const schemaParts = {
+  clients: {
+    type: 'object', additionalProperties: false, default: {},
+    properties: {
+      maxConnectionsPerUser: int(1, 10_000, 10),
+      maxBufferedBytes: int(1024, 1024 * 1024 * 1024, 4 * 1024 * 1024),
+      allowedOrigins: { type: 'array', items: { type: 'string' }, default: [] },
+      heartbeatMs: int(100, 600_000, 30_000),
+    },
+  },
+  storage: {
+    type: 'object', additionalProperties: false, default: {},
+    properties: { synchronous: { enum: ['FULL', 'NORMAL', 'OFF'], default: 'FULL' }, busyTimeoutMs: int(0, 60_000, 2000) },
+  },
+  log: {
+    type: 'object', additionalProperties: false, default: {},
+    properties: { level: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' } },
+  },
   listen: { type: 'string', pattern: LISTEN_PATTERN },
   publicKey: { type: 'string', pattern: '^[A-Za-z0-9+/]{43}=$' },
   tokens: {
