@@ -3,8 +3,9 @@
  * rejected, every problem named by its key), defaults filled from here, relative paths resolved against
  * the file's folder, then frozen. README.md documents every key.
  */
-import { readConfigFile, resolveFrom, schemaParts, validateConfig, deepFreeze, int,
+import { readConfigFile, resolveFrom, schemaParts, validateConfig, deepFreeze, int, tlsSchema, resolveTls,
   type ClientsSection, type StorageSection, type LogSection } from '../shared/config.js'
+import type { TlsFiles } from '../shared/listen.js'
 import type { TokenConfig } from '../shared/tokens.js'
 
 export interface InnerConfig {
@@ -33,6 +34,8 @@ export interface InnerConfig {
   storage: StorageSection
   log: LogSection
   /** Absolute path of the file this came from. */
+  /** Listeners served over TLS (https/wss): PEM certificate and key per listener name. */
+  tls: { intake?: TlsFiles; portal?: TlsFiles; admin?: TlsFiles; upstream?: TlsFiles }
   readonly configPath: string
 }
 
@@ -45,6 +48,7 @@ export const INNER_SCHEMA = {
     centerId: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,64}$' },
     dataDir: { type: 'string', minLength: 1 },
     keyFile: { type: 'string', minLength: 1 },
+    tls: { ...tlsSchema(['intake', 'portal', 'admin', 'upstream']), default: {} },
     listen: {
       type: 'object',
       additionalProperties: false,
@@ -153,6 +157,7 @@ export function parseInnerConfig(raw: unknown, configPath: string): InnerConfig 
     configPath,
     dataDir: resolveFrom(configPath, c.dataDir),
     keyFile: resolveFrom(configPath, c.keyFile),
+    tls: resolveTls(configPath, c.tls),
     outers: c.outers.map((o) => (o.ca ? { ...o, ca: resolveFrom(configPath, o.ca) } : o)),
   }
   if (c.tokens) {

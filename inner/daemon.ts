@@ -136,7 +136,7 @@ export function build(config: InnerConfig, deps: InnerDeps = {}): InnerDaemon {
       if (config.listen.admin) {
         servers.push({ name: 'admin', address: config.listen.admin, server: createAdminServer({ store, registry, metrics, links, log: log.child({ mod: 'admin' }) }) })
       }
-      for (const s of servers) addresses[s.name] = await listen(s.server, s.address, s.name, log)
+      for (const s of servers) addresses[s.name] = await listen(s.server, s.address, s.name, log, config.tls[s.name as keyof typeof config.tls])
       for (const l of links) l.start()
       // After the listeners: polls and pending `system remove`s start once the daemon is fully up.
       poller.start()

@@ -3,8 +3,9 @@
  * problem named by its key), defaults from here, relative paths resolved against the file's folder,
  * frozen. README.md documents every key.
  */
-import { readConfigFile, resolveFrom, schemaParts, validateConfig, deepFreeze, int,
+import { readConfigFile, resolveFrom, schemaParts, validateConfig, deepFreeze, int, tlsSchema, resolveTls,
   type ClientsSection, type StorageSection, type LogSection } from '../shared/config.js'
+import type { TlsFiles } from '../shared/listen.js'
 import type { TokenConfig } from '../shared/tokens.js'
 
 export interface OuterConfig {
@@ -22,6 +23,8 @@ export interface OuterConfig {
   receipts: { maxQueued: number }
   storage: StorageSection
   log: LogSection
+  /** Listeners served over TLS (https/wss): PEM certificate and key per listener name. */
+  tls: { link?: TlsFiles; clients?: TlsFiles; admin?: TlsFiles }
   readonly configPath: string
 }
 
@@ -33,6 +36,7 @@ export const OUTER_SCHEMA = {
     $schema: { type: 'string' },
     dataDir: { type: 'string', minLength: 1 },
     keyFile: { type: 'string', minLength: 1 },
+    tls: { ...tlsSchema(['link', 'clients', 'admin']), default: {} },
     listen: {
       type: 'object',
       additionalProperties: false,
@@ -82,6 +86,7 @@ export function parseOuterConfig(raw: unknown, configPath: string): OuterConfig 
     ...c, configPath, tokens,
     dataDir: resolveFrom(configPath, c.dataDir),
     keyFile: resolveFrom(configPath, c.keyFile),
+    tls: resolveTls(configPath, c.tls),
   })
 }
 

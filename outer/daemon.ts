@@ -114,7 +114,7 @@ export function build(config: OuterConfig, deps: { log?: Logger } = {}): OuterDa
         })
         servers.push({ name: 'admin', address: config.listen.admin, server: admin })
       }
-      for (const s of servers) addresses[s.name] = await listen(s.server, s.address, s.name, log)
+      for (const s of servers) addresses[s.name] = await listen(s.server, s.address, s.name, log, config.tls[s.name as keyof typeof config.tls])
       const prune = (): void => {
         try {
           const n = store.prune({ minAgeMs: config.history.minAgeHours * 3_600_000, minCount: config.history.minCount })

@@ -87,6 +87,26 @@ export interface ClientsSection { maxConnectionsPerUser: number; maxBufferedByte
 export interface StorageSection { synchronous: 'FULL' | 'NORMAL' | 'OFF'; busyTimeoutMs: number }
 export interface LogSection { level: string }
 
+const tlsFiles = {
+  type: 'object', additionalProperties: false, required: ['certFile', 'keyFile'],
+  properties: { certFile: { type: 'string', minLength: 1 }, keyFile: { type: 'string', minLength: 1 } },
+} as const
+
+/** `tls.<listener>`: serve that listener over TLS (https/wss) with these PEM files. */
+export function tlsSchema(listeners: readonly string[]): object {
+  return { type: 'object', additionalProperties: false, properties: Object.fromEntries(listeners.map((l) => [l, tlsFiles])) }
+}
+
+/** Resolves the PEM paths of a `tls` section against the config file's folder. */
+export function resolveTls<K extends string>(configPath: string, tls: Partial<Record<K, { certFile: string; keyFile: string }>> | undefined):
+  Partial<Record<K, { certFile: string; keyFile: string }>> {
+  const out: Partial<Record<K, { certFile: string; keyFile: string }>> = {}
+  for (const [k, v] of Object.entries(tls ?? {}) as [K, { certFile: string; keyFile: string }][]) {
+    out[k] = { certFile: resolveFrom(configPath, v.certFile), keyFile: resolveFrom(configPath, v.keyFile) }
+  }
+  return out
+}
+
 /** JSON-schema fragments both daemons use. */
 export const schemaParts = {
   clients: {
