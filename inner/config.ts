@@ -12,7 +12,7 @@ export interface InnerConfig {
   centerId: string
   dataDir: string
   keyFile: string
-  listen: { intake?: string; portal?: string; admin?: string; upstream?: string }
+  listen: { intake?: string; portal?: string; admin?: string }
   outers: { url: string; publicKey: string; ca?: string }[]
   tokens?: TokenConfig
   intake: {
@@ -35,7 +35,7 @@ export interface InnerConfig {
   log: LogSection
   /** Absolute path of the file this came from. */
   /** Listeners served over TLS (https/wss): PEM certificate and key per listener name. */
-  tls: { intake?: TlsFiles; portal?: TlsFiles; admin?: TlsFiles; upstream?: TlsFiles }
+  tls: { intake?: TlsFiles; portal?: TlsFiles; admin?: TlsFiles }
   readonly configPath: string
 }
 
@@ -48,12 +48,12 @@ export const INNER_SCHEMA = {
     centerId: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,64}$' },
     dataDir: { type: 'string', minLength: 1 },
     keyFile: { type: 'string', minLength: 1 },
-    tls: { ...tlsSchema(['intake', 'portal', 'admin', 'upstream']), default: {} },
+    tls: { ...tlsSchema(['intake', 'portal', 'admin']), default: {} },
     listen: {
       type: 'object',
       additionalProperties: false,
       properties: {
-        intake: schemaParts.listen, portal: schemaParts.listen, admin: schemaParts.listen, upstream: schemaParts.listen,
+        intake: schemaParts.listen, portal: schemaParts.listen, admin: schemaParts.listen,
       },
     },
     outers: {
