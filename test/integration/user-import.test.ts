@@ -5,6 +5,7 @@
  * on stderr for large files, --strict and --json. The CLI runs as a child process (needs `npm run build`).
  */
 import t from 'tap'
+import type { T } from '../helpers/daemons.js'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
@@ -32,7 +33,7 @@ t.test('csv: a table of well-formed and malformed input', async (t) => {
   for (const [name, input, want] of table) t.same(parseCsv(input), want, name)
 })
 
-function setup(t: Parameters<Parameters<typeof t.test>[1]>[0]): { dir: string; config: string; users: () => { login: string; name: string; region: string; updated_at: number }[] } {
+function setup(t: T): { dir: string; config: string; users: () => { login: string; name: string; region: string; updated_at: number }[] } {
   const dir = t.testdir()
   const config = writeConfig(dir, 'inner.json', innerConfigObject(dir, makeKeys(dir), undefined))
   const users = (): { login: string; name: string; region: string; updated_at: number }[] => {
