@@ -29,6 +29,9 @@ import { callbackBodyText, createCallbackAgent, postCallback, signCallback } fro
 /** `origin` of actions submitted on the inner's own portal listener. */
 export const PORTAL_ORIGIN = 'portal'
 
+/** After processing failed outside the callback (a storage error), the pause before the next try. */
+export const PROCESSING_RETRY_MS = 1000
+
 export interface ActionOptions {
   graceSeconds: number
   maxAttempts: number
@@ -69,6 +72,7 @@ export class ActionService {
   private readonly abort = new AbortController()
   private readonly agent: Agent
   private timer: NodeJS.Timeout | undefined
+  private retryTimer: NodeJS.Timeout | undefined
   private pumpScheduled = false
   private started = false
   private closed = false
@@ -188,10 +192,15 @@ export class ActionService {
         if (this.inflight.size >= this.deps.options.concurrency) break
         if (this.inflight.has(row.id)) continue
         const p = this.process(row)
-          .catch((e: unknown) => this.deps.log.error({ err: e, action: row.id }, 'action processing failed'))
-          .finally(() => {
+          .then(() => true, (e: unknown) => {
+            this.deps.log.error({ err: e, action: row.id }, 'action processing failed')
+            return false
+          })
+          .then((ok) => {
             this.inflight.delete(row.id)
-            this.kick()
+            // The row is still due: kicking at once would retry a failing write in a tight loop.
+            if (ok) this.kick()
+            else this.retryLater()
           })
         this.inflight.set(row.id, p)
       }
@@ -201,6 +210,15 @@ export class ActionService {
       this.timer = setTimeout(() => this.pump(), Math.min(next - now, 2 ** 31 - 1))
       this.timer.unref()
     }
+  }
+
+  private retryLater(): void {
+    if (this.retryTimer || this.closed) return
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined
+      this.kick()
+    }, PROCESSING_RETRY_MS)
+    this.retryTimer.unref()
   }
 
   // ---- validation and delivery ------------------------------------------------------------------------
@@ -281,6 +299,7 @@ export class ActionService {
     if (this.closed) return
     this.closed = true
     if (this.timer) clearTimeout(this.timer)
+    if (this.retryTimer) clearTimeout(this.retryTimer)
     this.abort.abort()
     await Promise.allSettled([...this.inflight.values()])
     await this.agent.destroy().catch(() => undefined)

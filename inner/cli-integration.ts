@@ -15,11 +15,12 @@ import { rejectionCounts, type RejectionCounts } from './rejections.js'
 import { decodeImportFile, importUsers, IMPORT_ENCODINGS } from './users.js'
 import type { Stats } from './monitor.js'
 
-function fmtTime(ms: number | null | undefined): string {
+export function fmtTime(ms: number | null | undefined): string {
   return ms ? new Date(ms).toISOString() : '-'
 }
 
-function openStore(configPath: string): { store: InnerStore; config: ReturnType<typeof loadInnerConfig> } {
+/** Opens the daemon's database from the CLI (a longer busy timeout: the CLI may wait for the daemon's commit). */
+export function openStore(configPath: string): { store: InnerStore; config: ReturnType<typeof loadInnerConfig> } {
   const config = loadInnerConfig(configPath)
   return { config, store: new InnerStore(config.dataDir, { synchronous: config.storage.synchronous, busyTimeoutMs: 5000 }) }
 }

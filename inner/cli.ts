@@ -6,30 +6,24 @@ import { Command, Option } from 'commander'
 import { addKeygen, exitOverrideAll, printJson, runProgram, runUntilSignal } from '../shared/cli-util.js'
 import { RelayError } from '../shared/errors.js'
 import { parseDuration } from '../shared/tokens.js'
-import { loadInnerConfig, type InnerConfig } from './config.js'
+import { loadInnerConfig } from './config.js'
 import { build } from './daemon.js'
-import { InnerStore } from './store.js'
+import type { InnerStore } from './store.js'
 import { MODES, Registry, SCOPES, parseActionTypes, type Mode, type Scope, type SystemInfo } from './registry.js'
 import { collectStats, traceMessage, traceUser, type Trace } from './monitor.js'
-import { addSystemRemove, addUserCommands, describeIntegration, integrationDetails, writeIntegrationStats } from './cli-integration.js'
+import {
+  addSystemRemove, addUserCommands, describeIntegration, fmtTime, integrationDetails, openStore, writeIntegrationStats,
+} from './cli-integration.js'
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
 
-function openStore(config: InnerConfig): InnerStore {
-  return new InnerStore(config.dataDir, { synchronous: config.storage.synchronous, busyTimeoutMs: 5000 })
-}
-
 function withRegistry<T>(configPath: string, fn: (r: Registry, store: InnerStore) => T): T {
-  const store = openStore(loadInnerConfig(configPath))
+  const { store } = openStore(configPath)
   try {
     return fn(new Registry(store.db), store)
   } finally {
     store.close()
   }
-}
-
-function fmtTime(ms: number | null | undefined): string {
-  return ms ? new Date(ms).toISOString() : '-'
 }
 
 function describeSystem(s: SystemInfo): string {
@@ -179,7 +173,7 @@ export function createProgram(): Command {
     .option('--json', 'print JSON')
     .action((id: string | undefined, o: { config: string; user?: string; system?: string; json?: boolean }) => {
       if (!id && !o.user) throw new RelayError('ERR_CLI_USAGE', { reason: 'give a MESSAGE_ID or --user LOGIN' })
-      const store = openStore(loadInnerConfig(o.config))
+      const { store } = openStore(o.config)
       try {
         if (id) {
           const t = traceMessage(store, id)
@@ -200,7 +194,7 @@ export function createProgram(): Command {
     .requiredOption('--config <file>', 'inner.json')
     .option('--json', 'print JSON')
     .action((o: { config: string; json?: boolean }) => {
-      const store = openStore(loadInnerConfig(o.config))
+      const { store } = openStore(o.config)
       try {
         const stats = collectStats(store, new Registry(store.db).list())
         if (o.json) return printJson(stats)

@@ -7,6 +7,7 @@ import { readConfigFile, resolveFrom, schemaParts, validateConfig, deepFreeze, i
   type ClientsSection, type StorageSection, type LogSection } from '../shared/config.js'
 import type { TlsFiles } from '../shared/listen.js'
 import type { TokenConfig } from '../shared/tokens.js'
+import { ENVELOPE_LIMITS } from '../shared/protocol.js'
 
 export interface InnerConfig {
   centerId: string
@@ -78,10 +79,11 @@ export const INNER_SCHEMA = {
       properties: {
         maxBodyBytes: int(1024, 64 * 1024 * 1024, 1024 * 1024),
         maxBatch: int(1, 100_000, 1000),
-        maxLoginName: int(1, 4096, 128),
-        maxUrl: int(1, 65536, 2048),
-        maxName: int(1, 4096, 256),
-        maxQuantity: int(0, Number.MAX_SAFE_INTEGER, 1_000_000_000),
+        // At most what an envelope may carry (shared/protocol.ts): the outer refuses a batch holding more.
+        maxLoginName: int(1, ENVELOPE_LIMITS.user, 128),
+        maxUrl: int(1, ENVELOPE_LIMITS.url, 2048),
+        maxName: int(1, ENVELOPE_LIMITS.systemName, 256),
+        maxQuantity: int(0, ENVELOPE_LIMITS.quantity, 1_000_000_000),
         maxDepth: int(2, 256, 16),
         ratePerSecond: int(1, 10_000_000, 5000),
       },

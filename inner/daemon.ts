@@ -47,6 +47,12 @@ export interface InnerDaemon {
 
 export interface InnerDeps { log?: Logger }
 
+/**
+ * The most updates a portal client is sent when it resumes with `?since=`; a longer gap gets a fresh
+ * snapshot with `reset:true` instead (a cut list followed by `synced` would leave it showing old counts).
+ */
+export const PORTAL_RESUME_MAX = 100_000
+
 /** Where the web page's files are (dist/shared/web after a build). */
 export const WEB_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'shared', 'web')
 
@@ -114,7 +120,11 @@ export function build(config: InnerConfig, deps: InnerDeps = {}): InnerDaemon {
             epoch: () => store.epoch,
             lastSeq: () => store.lastSeq,
             snapshot: (user) => store.userSnapshot(user),
-            since: (user, seq) => (seq < store.firstSeq() - 1 ? null : store.userSince(user, seq, 100_000).map((r) => r.envelope)),
+            since: (user, seq) => {
+              if (seq < store.firstSeq() - 1) return null
+              const rows = store.userSince(user, seq, PORTAL_RESUME_MAX + 1)
+              return rows.length > PORTAL_RESUME_MAX ? null : rows.map((r) => r.envelope)
+            },
           },
           hub,
           verifier: await createTokenVerifier(config.tokens),

@@ -9,7 +9,8 @@ import WebSocket from 'ws'
 import type { KeyObject } from 'node:crypto'
 import { Backoff } from '../shared/backoff.js'
 import { publicKeyObject, type KeyPair } from '../shared/crypto.js'
-import { clientHandshake, heartbeat, LinkError, MAX_LINK_FRAME_BYTES, type SealedChannel } from '../shared/link.js'
+import { RelayError } from '../shared/errors.js'
+import { clientHandshake, closeReason, heartbeat, LinkError, MAX_LINK_FRAME_BYTES, type SealedChannel } from '../shared/link.js'
 import type { Logger } from '../shared/log.js'
 import { CLOSE, validateOuterToInner, type OuterToInner, type WelcomeFrame } from '../shared/protocol.js'
 import type { InnerStore } from './store.js'
@@ -32,10 +33,6 @@ export interface LinkClientOptions {
   reconnectMaxMs: number
 }
 
-export const DEFAULT_LINK_OPTIONS: LinkClientOptions = {
-  batchSize: 500, window: 8, heartbeatMs: 10_000, deadMs: 30_000, reconnectBaseMs: 500, reconnectMaxMs: 30_000,
-}
-
 export type LinkState = 'idle' | 'connecting' | 'up' | 'down' | 'closed'
 
 /** Handlers for what the peer sends besides acks (receipts, actions); each may reply on the channel. */
@@ -49,6 +46,8 @@ export class LinkClient {
   private channel: SealedChannel | undefined
   private readonly backoff: Backoff
   private readonly peerKey: KeyObject
+  /** The CA bundle's bytes, read once: a read in the reconnect timer that failed would crash the daemon. */
+  private readonly ca: Buffer | undefined
   private reconnectTimer: NodeJS.Timeout | undefined
   private stopHeartbeat: (() => void) | undefined
   private closed = false
@@ -77,6 +76,11 @@ export class LinkClient {
   ) {
     this.label = target.publicKey.slice(0, 8)
     this.peerKey = publicKeyObject(target.publicKey)
+    try {
+      this.ca = target.ca === undefined ? undefined : readFileSync(target.ca)
+    } catch (e) {
+      throw new RelayError('ERR_CONFIG_INVALID', { reason: `outers[].ca: cannot read ${target.ca}: ${(e as NodeJS.ErrnoException).code ?? String(e)}` })
+    }
     this.backoff = new Backoff({ baseMs: deps.options.reconnectBaseMs, maxMs: deps.options.reconnectMaxMs })
   }
 
@@ -84,7 +88,7 @@ export class LinkClient {
 
   start(): void {
     if (this.state !== 'idle') return
-    this.deps.store.registerPeer(this.target.publicKey, 'outer', this.target.url)
+    this.bookkeep('register', () => this.deps.store.registerPeer(this.target.publicKey, 'outer', this.target.url))
     this.unsubscribe = this.deps.subscribe(this.onStored)
     this.connect()
   }
@@ -92,6 +96,18 @@ export class LinkClient {
   /** Highest seq the peer has committed in this session (0 before the first ack). */
   get ackedSeq(): number {
     return this.acked
+  }
+
+  /**
+   * Peer rows are monitoring data (`stats`); a write that fails (the CLI holds the lock, disk full) must
+   * not take the link down, and thrown from an event handler or a promise callback it would end the process.
+   */
+  private bookkeep(what: string, write: () => void): void {
+    try {
+      write()
+    } catch (e) {
+      this.deps.log.warn({ peer: this.label, err: e }, `could not record peer ${what}`)
+    }
   }
 
   private connect(): void {
@@ -102,7 +118,7 @@ export class LinkClient {
       maxPayload: MAX_LINK_FRAME_BYTES,
       handshakeTimeout: 10_000,
       perMessageDeflate: false,
-      ...(this.target.ca ? { ca: readFileSync(this.target.ca) } : {}),
+      ...(this.ca ? { ca: this.ca } : {}),
     })
     this.ws = ws
     // The peer may send session frames (resent receipts, actions) right after its welcome, in the same
@@ -119,7 +135,7 @@ export class LinkClient {
       if (failed) return
       failed = true
       this.lastError = why
-      this.deps.store.peerError(this.target.publicKey, why)
+      this.bookkeep('error', () => this.deps.store.peerError(this.target.publicKey, why))
     }
     ws.on('error', (e) => fail(e.message))
     ws.on('close', (code, reason) => {
@@ -140,11 +156,20 @@ export class LinkClient {
       clientHandshake(ws, {
         key: this.deps.key, serverKey: this.target.publicKey, serverKeyObject: this.peerKey,
         center: this.deps.centerId, epoch: this.deps.store.epoch,
-      }).then(({ channel, welcome }) => this.onWelcome(ws, channel, welcome, { early, hold }), (e: unknown) => {
+      }).then(({ channel, welcome }) => {
+        try {
+          this.onWelcome(ws, channel, welcome, { early, hold })
+        } catch (e) {
+          // Thrown in a promise callback this would be an unhandled rejection: drop the session instead.
+          log.error({ peer: this.label, err: e }, 'link session setup failed')
+          fail(String(e))
+          ws.close(CLOSE.INTERNAL, 'session setup failed')
+        }
+      }, (e: unknown) => {
         const err = e instanceof LinkError ? e : new LinkError('ERR_LINK_PROTOCOL', CLOSE.PROTOCOL, String(e))
         fail(err.message)
         log.error({ peer: this.label, code: err.code, reason: err.message }, 'link handshake refused')
-        ws.close(err.closeCode, err.message.slice(0, 120))
+        ws.close(err.closeCode, closeReason(err.message))
       })
     })
   }
@@ -158,7 +183,7 @@ export class LinkClient {
     this.connectedAt = Date.now()
     this.inflight = 0
     this.lastError = undefined
-    store.peerConnected(this.target.publicKey)
+    this.bookkeep('connection', () => store.peerConnected(this.target.publicKey))
     this.deps.metrics.linkUp.set({ peer: this.label }, 1)
     if (w.epoch === store.epoch && w.hw !== null && w.hw > store.lastSeq) {
       const old = store.epoch
@@ -190,7 +215,7 @@ export class LinkClient {
       } catch (e) {
         const err = e instanceof LinkError ? e : new LinkError('ERR_LINK_PROTOCOL', CLOSE.INTERNAL, String(e))
         this.deps.log.error({ peer: this.label, code: err.code, reason: err.message }, 'link frame refused')
-        ws.close(err.closeCode, err.message.slice(0, 120))
+        ws.close(err.closeCode, closeReason(err.message))
       }
     }
     ws.off('message', held.hold)

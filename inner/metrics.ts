@@ -15,7 +15,6 @@ export interface Metrics {
   acked: Counter<'peer'>
   linkUp: Gauge<'peer'>
   backlog: Gauge<'peer'>
-  ackLatency: Histogram<'peer'>
 }
 
 export function createMetrics(): Metrics {
@@ -42,9 +41,5 @@ export function createMetrics(): Metrics {
     acked: new Counter({ name: 'todo_inner_acked_total', help: 'Messages committed by a peer', labelNames: ['peer'], registers: [registry] }),
     linkUp: new Gauge({ name: 'todo_inner_link_up', help: '1 while the link to a peer is authenticated', labelNames: ['peer'], registers: [registry] }),
     backlog: new Gauge({ name: 'todo_inner_link_backlog', help: 'Messages stored but not yet acked by a peer', labelNames: ['peer'], registers: [registry] }),
-    ackLatency: new Histogram({
-      name: 'todo_inner_store_to_ack_seconds', help: 'From stored to committed at the peer', labelNames: ['peer'], registers: [registry],
-      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 300],
-    }),
   }
 }

@@ -15,10 +15,6 @@ export interface RecordLimits {
   maxDepth: number
 }
 
-export const DEFAULT_RECORD_LIMITS: RecordLimits = {
-  maxLoginName: 128, maxUrl: 2048, maxName: 256, maxQuantity: 1_000_000_000, maxBatch: 1000, maxDepth: 16,
-}
-
 /** A record that passed validation; `code` is still to be checked against the registry. */
 export interface ParsedRecord {
   code: string

@@ -57,6 +57,9 @@ export function createLinkServer(deps: {
   })
   server.on('upgrade', (req, socket, head) => {
     if ((req.url ?? '').split('?')[0] !== '/link') {
+      // Node hands the socket over without an 'error' listener: a peer that resets it after this refusal
+      // would otherwise crash the outer.
+      socket.on('error', () => socket.destroy())
       socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n')
       return
     }
@@ -104,7 +107,13 @@ export function createLinkServer(deps: {
           refuse(ws, err)
         }
       })
-      events.onSession?.(session)
+      try {
+        events.onSession?.(session)
+      } catch (e) {
+        // Resending what is queued failed (storage): todos still flow, and the next session tries again.
+        // Thrown from here it would be an unhandled rejection, which ends the process.
+        log.error({ peer: peerKey.slice(0, 8), err: e }, 'link session hook failed')
+      }
     }, (e: unknown) => {
       const err = e instanceof LinkError ? e : new LinkError('ERR_LINK_PROTOCOL', CLOSE.INTERNAL, String(e))
       log.error({ remote, code: err.code, reason: err.message }, 'link handshake refused')

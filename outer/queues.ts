@@ -132,19 +132,25 @@ export class OuterQueues {
     const batch = this.pending
     this.pending = []
     const rows: ReceiptRow[] = []
-    this.deps.store.db.transaction(() => {
-      for (const r of batch) {
-        if (this.queued >= this.deps.options.maxQueuedReceipts) {
-          this.dropped++
-          continue
+    try {
+      this.deps.store.db.transaction(() => {
+        for (const r of batch) {
+          if (this.queued + rows.length >= this.deps.options.maxQueuedReceipts) {
+            this.dropped++
+            continue
+          }
+          const ins = this.st.insertReceipt.get(r.seq, r.user, r.kind, r.ts)
+          if (ins) rows.push({ rid: ins.rid, ...r }) // undefined: the same (seq, kind) is already queued
         }
-        const ins = this.st.insertReceipt.get(r.seq, r.user, r.kind, r.ts)
-        if (ins) { // undefined: the same (seq, kind) is already queued
-          rows.push({ rid: ins.rid, ...r })
-          this.queued++
-        }
-      }
-    })()
+      })()
+    } catch (e) {
+      // Receipts are monitoring data: when storage fails (disk full, say) this turn's are dropped and
+      // logged. Thrown from this setImmediate callback it would end the process.
+      this.deps.log.error({ err: e, receipts: batch.length }, 'receipts not committed; dropped')
+      this.dropped = 0
+      return
+    }
+    this.queued += rows.length
     if (this.dropped > 0) {
       this.deps.log.warn({ dropped: this.dropped, queued: this.queued }, 'receipt queue full; receipts dropped')
       this.dropped = 0

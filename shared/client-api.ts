@@ -7,7 +7,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { readFile } from 'node:fs/promises'
 import { extname, join, normalize, sep } from 'node:path'
 import type { Duplex } from 'node:stream'
-import { WebSocketServer, type WebSocket } from 'ws'
+import { WebSocketServer, type RawData, type WebSocket } from 'ws'
 import { RelayError, errorBody } from './errors.js'
 import { readBody, sendError, sendJson } from './http.js'
 import type { Logger } from './log.js'
@@ -48,6 +48,21 @@ export const DEFAULT_CLIENT_API_OPTIONS: ClientApiOptions = { allowedOrigins: []
 const CONTENT_TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8',
   '.svg': 'image/svg+xml', '.png': 'image/png', '.ico': 'image/x-icon', '.json': 'application/json; charset=utf-8',
+}
+
+/** Node's timers hold at most 2^31-1 ms (~24.8 days); a longer delay fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+/**
+ * The request target as a URL, or undefined when it does not parse: `new URL('//', base)` throws (a
+ * scheme-relative URL without a host), and one such request must never take a listener down.
+ */
+function requestUrl(req: IncomingMessage): URL | undefined {
+  try {
+    return new URL(req.url ?? '/', 'http://x')
+  } catch {
+    return undefined
+  }
 }
 
 function bearer(req: IncomingMessage, url: URL): string | undefined {
@@ -108,13 +123,16 @@ export function createClientApi(deps: {
       'content-length': body.length,
       'cache-control': 'no-cache',
       'x-content-type-options': 'nosniff',
-      'content-security-policy': "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self'; img-src 'self' data:",
+      // No inline script or style; no <base>, plugins or forms; never framed (the 标记已办 button acts for the user).
+      'content-security-policy': "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self'; img-src 'self' data:; "
+        + "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
     })
     res.end(body)
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://x')
+    const url = requestUrl(req)
+    if (!url) throw new RelayError('E_NOT_FOUND')
     const path = url.pathname
     if (req.method === 'GET' && (path === '/' || path === '/index.html')) return serveStatic(res, 'index.html')
     if (req.method === 'GET' && path.startsWith('/assets/')) return serveStatic(res, path.slice('/assets/'.length))
@@ -166,26 +184,41 @@ export function createClientApi(deps: {
       + `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
   }
 
+  // Node hands an upgrading socket over without an 'error' listener, and ws adds its own only in
+  // handleUpgrade: until then (while the token is checked, or while a refusal is written) a client that
+  // resets the connection would raise an unhandled 'error' and crash the daemon.
+  const onSocketError = function (this: Duplex): void { this.destroy() }
+
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const url = new URL(req.url ?? '/', 'http://x')
-    if (url.pathname !== '/ws') return rejectUpgrade(socket, new RelayError('E_NOT_FOUND'))
+    socket.on('error', onSocketError)
+    const url = requestUrl(req)
+    if (url?.pathname !== '/ws') return rejectUpgrade(socket, new RelayError('E_NOT_FOUND'))
     const origin = req.headers.origin
     if (origin && options.allowedOrigins.length > 0 && !options.allowedOrigins.includes(origin)) {
       return rejectUpgrade(socket, new RelayError('E_ORIGIN', { reason: origin }))
     }
     auth(req, url).then((tok) => {
+      if (socket.destroyed) return
       if (!hub.hasRoom(tok.user)) throw new RelayError('E_TOO_MANY_CONNECTIONS')
+      socket.off('error', onSocketError)
       wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, tok, url))
     }).catch((e: unknown) => {
+      if (!(e instanceof RelayError)) log.error({ err: e }, 'client upgrade failed')
       rejectUpgrade(socket, e instanceof RelayError ? e : new RelayError('E_INTERNAL'))
     })
   })
 
   function onConnection(ws: WebSocket, tok: VerifiedToken & { token: string }, url: URL): void {
     const conn: HubConnection = { user: tok.user, ws }
-    // Close when the token expires: a socket never outlives its authorisation.
-    const expiry = setTimeout(() => ws.close(CLOSE.UNAUTHORIZED, 'token expired'), Math.max(0, tok.exp * 1000 - Date.now()))
-    expiry.unref()
+    // Close when the token expires: a socket never outlives its authorisation. A token valid for longer
+    // than a timer can wait (a 30-day app token) re-arms in steps instead of firing at once.
+    let expiry: NodeJS.Timeout
+    const armExpiry = (): void => {
+      const left = Math.max(0, tok.exp * 1000 - Date.now())
+      expiry = setTimeout(() => (left > MAX_TIMER_MS ? armExpiry() : ws.close(CLOSE.UNAUTHORIZED, 'token expired')), Math.min(left, MAX_TIMER_MS))
+      expiry.unref()
+    }
+    armExpiry()
     let alive = true
     ws.on('pong', () => { alive = true })
     const ping = setInterval(() => {
@@ -201,6 +234,16 @@ export function createClientApi(deps: {
     })
     ws.on('error', () => ws.terminate())
     ws.on('message', (data, isBinary) => {
+      try {
+        onFrame(data, isBinary)
+      } catch (e) {
+        // A failing sink (SQLite busy or full, say) answers this frame; thrown out of a ws listener it would
+        // take the whole daemon down.
+        log.error({ err: e, user: tok.user }, 'client frame failed')
+        hub.send(conn, JSON.stringify({ t: 'error', ...errorBody(new RelayError('E_INTERNAL')) }))
+      }
+    })
+    function onFrame(data: RawData, isBinary: boolean): void {
       let frame: unknown
       try {
         frame = isBinary ? undefined : JSON.parse(data.toString())
@@ -221,11 +264,12 @@ export function createClientApi(deps: {
         sinks.submitAction(tok.user, tok.token, req).then(
           (rec) => hub.send(conn, JSON.stringify({ t: 'action', ...rec })),
           (e: unknown) => {
+            if (!(e instanceof RelayError)) log.error({ err: e, user: tok.user }, 'client action failed')
             const err = e instanceof RelayError ? e : new RelayError('E_INTERNAL')
             hub.send(conn, JSON.stringify({ t: 'error', ...errorBody(err) }))
           })
       }
-    })
+    }
     // Snapshot or resume and registration happen in one synchronous step, so no update falls between.
     const sinceParam = url.searchParams.get('since')
     const epochParam = url.searchParams.get('epoch')
@@ -239,7 +283,15 @@ export function createClientApi(deps: {
       reset = resumed === null
     }
     if (resumed !== null) {
-      for (const e of resumed) ws.send(`{"t":"update","item":${e}}`)
+      for (const e of resumed) {
+        // A resume (up to the whole history) is held to the same bound as live updates: past it the client
+        // is a slow consumer, and reconnects with `since` from what it got.
+        if (ws.bufferedAmount > hub.options.maxBufferedBytes) {
+          ws.close(CLOSE.SLOW_CONSUMER, 'slow consumer: reconnect with since')
+          return
+        }
+        ws.send(`{"t":"update","item":${e}}`)
+      }
       ws.send(JSON.stringify({ t: 'synced', seq: last }))
     } else {
       const { total, json } = sumItems(source.snapshot(tok.user))

@@ -10,8 +10,8 @@ import { RelayError } from './errors.js'
 
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true })
 
-/** `"host:port"` (IPv6 as `[::1]:port`); port 0 allowed. */
-export const LISTEN_PATTERN = '^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9.-]+):([0-9]{1,5})$'
+/** `"host:port"` (IPv6 as `[::1]:port`); port 0..65535, so a bad port is named here rather than failing at listen(). */
+export const LISTEN_PATTERN = '^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9.-]+):([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$'
 
 function describeError(e: ErrorObject): string {
   const path = e.instancePath === '' ? '(root)' : e.instancePath.slice(1).replaceAll('/', '.')

@@ -81,8 +81,9 @@ export class SealedChannel {
     } catch {
       throw new LinkError('ERR_LINK_PROTOCOL', CLOSE.PROTOCOL, 'frame body is not JSON')
     }
+    if (typeof body !== 'object' || body === null) throw new LinkError('ERR_LINK_PROTOCOL', CLOSE.PROTOCOL, 'frame body is not an object')
     const n = (body as { n?: unknown }).n
-    if (n !== this.recvN + 1) throw new LinkError('ERR_LINK_SEQUENCE', CLOSE.SEQUENCE, `frame n=${String(n)} where ${this.recvN + 1} was due`)
+    if (n !== this.recvN + 1) throw new LinkError('ERR_LINK_SEQUENCE', CLOSE.SEQUENCE, `frame n=${String(n).slice(0, 20)} where ${this.recvN + 1} was due`)
     this.recvN++
     return body
   }
@@ -123,12 +124,28 @@ function parseHandshake(text: string): ReturnType<typeof validateHandshake> {
   }
 }
 
+/**
+ * A close frame's reason cut to what RFC 6455 §5.5 allows (a control frame's payload is at most 125 bytes,
+ * 2 of them the code), on a character boundary: ws throws a RangeError for a longer reason, and reasons
+ * quote peer-supplied text (an error frame's msg), which may be multi-byte.
+ */
+export function closeReason(text: string): string {
+  let out = ''
+  let bytes = 0
+  for (const ch of text) {
+    bytes += Buffer.byteLength(ch, 'utf8')
+    if (bytes > 123) break
+    out += ch
+  }
+  return out
+}
+
 /** Tells the peer why, then closes. */
 export function refuse(ws: WebSocket, err: LinkError): void {
   try {
     ws.send(JSON.stringify({ t: 'error', code: err.code, msg: err.message }))
   } catch { /* already closing */ }
-  ws.close(err.closeCode, err.message.slice(0, 120))
+  ws.close(err.closeCode, closeReason(err.message))
 }
 
 export interface ServerHandshakeResult {
@@ -203,7 +220,8 @@ export async function clientHandshake(ws: WebSocket, opts: {
   if (typeof reply === 'string') throw new LinkError('ERR_LINK_PROTOCOL', CLOSE.PROTOCOL, reply)
   if (reply.t === 'error') {
     // Keep the server's stable code so the operator on this side sees why (e.g. our key is not pinned there).
-    const code = (reply.code in ERRORS ? reply.code : 'ERR_LINK_PROTOCOL') as ErrorCode
+    // Own keys only: `in` would also match inherited names such as `constructor`.
+    const code = (Object.hasOwn(ERRORS, reply.code) ? reply.code : 'ERR_LINK_PROTOCOL') as ErrorCode
     throw new LinkError(code, CLOSE.PROTOCOL, `server refused: ${reply.code} ${reply.msg}`)
   }
   if (reply.t !== 'welcome') throw new LinkError('ERR_LINK_PROTOCOL', CLOSE.PROTOCOL, `expected welcome, got ${reply.t}`)
@@ -230,23 +248,29 @@ export class NonceCache {
 
 /**
  * Heartbeats: ping every `intervalMs`; a peer silent (no pong, no message) for `deadMs` is terminated,
- * so a dead link is found within 30 s by default (DESIGN §3.4).
+ * so a dead link is found within 30 s by default (DESIGN §3.4). The deadline is its own timer, pushed
+ * back on every sign of life: checking it only when pinging would find a dead peer up to `intervalMs` late.
  */
 export function heartbeat(ws: WebSocket, intervalMs: number, deadMs: number, onDead: () => void): () => void {
-  let last = Date.now()
-  const alive = (): void => { last = Date.now() }
+  let stopped = false
+  const stop = (): void => {
+    stopped = true
+    clearInterval(ping)
+    clearTimeout(dead)
+  }
+  const dead = setTimeout(() => {
+    stop()
+    onDead()
+    ws.terminate()
+  }, deadMs)
+  dead.unref()
+  const alive = (): void => { if (!stopped) dead.refresh() }
   ws.on('pong', alive)
   ws.on('message', alive)
   ws.on('ping', alive)
-  const timer = setInterval(() => {
-    if (Date.now() - last > deadMs) {
-      clearInterval(timer)
-      onDead()
-      ws.terminate()
-      return
-    }
+  const ping = setInterval(() => {
     try { ws.ping() } catch { /* closing */ }
   }, intervalMs)
-  timer.unref()
-  return () => clearInterval(timer)
+  ping.unref()
+  return stop
 }

@@ -63,6 +63,13 @@ export type UnsignedEnvelope = Omit<Envelope, 'sig'>
 
 export const ENVELOPE_KEYS = ['seq', 'id', 'system', 'systemName', 'user', 'level', 'quantity', 'url', 'ts', 'center', 'sig'] as const
 
+/**
+ * The largest values an envelope may carry (lengths in UTF-16 code units, as String#length counts). Every
+ * receiver refuses more, so the inner's intake limits may be lowered but never raised above these: a
+ * record accepted beyond them would be stored and then refused by the outer in every batch, forever.
+ */
+export const ENVELOPE_LIMITS = { user: 128, systemName: 256, url: 2048, quantity: 1_000_000_000 } as const
+
 type Result<T> = T | string
 
 const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x)
@@ -77,11 +84,11 @@ export function validateEnvelope(x: unknown): Result<Envelope> {
   if (!isInt(x.seq, 1)) return 'envelope.seq'
   if (!isNonEmpty(x.id, 64)) return 'envelope.id'
   if (!isNonEmpty(x.system, 64)) return 'envelope.system'
-  if (!isStr(x.systemName, 256)) return 'envelope.systemName'
-  if (!isNonEmpty(x.user, 128)) return 'envelope.user'
+  if (!isStr(x.systemName, ENVELOPE_LIMITS.systemName)) return 'envelope.systemName'
+  if (!isNonEmpty(x.user, ENVELOPE_LIMITS.user)) return 'envelope.user'
   if (x.level !== 1 && x.level !== 2 && x.level !== 3) return 'envelope.level'
-  if (!isInt(x.quantity, 0, 1_000_000_000)) return 'envelope.quantity'
-  if (!isStr(x.url, 2048)) return 'envelope.url'
+  if (!isInt(x.quantity, 0, ENVELOPE_LIMITS.quantity)) return 'envelope.quantity'
+  if (!isStr(x.url, ENVELOPE_LIMITS.url)) return 'envelope.url'
   if (!isInt(x.ts, 0)) return 'envelope.ts'
   if (!isNonEmpty(x.center, 64)) return 'envelope.center'
   if (!isStr(x.sig, 88) || x.sig.length !== 88) return 'envelope.sig'

@@ -67,6 +67,11 @@ export async function createTokenVerifier(cfg: TokenConfig): Promise<TokenVerifi
       } catch (e) {
         throw new RelayError('E_UNAUTHORIZED', { reason: (e as { code?: string }).code ?? 'invalid token' })
       }
+      // jose applies one tolerance to `exp` and `nbf` alike; the queueing grace is for `exp` only, so a
+      // token that is not valid yet is still refused beyond the ordinary clock skew.
+      if (typeof payload.nbf === 'number' && payload.nbf > Date.now() / 1000 + skew) {
+        throw new RelayError('E_UNAUTHORIZED', { reason: 'ERR_JWT_CLAIM_VALIDATION_FAILED' })
+      }
       const sub = payload.sub
       if (typeof sub !== 'string' || sub.length === 0 || sub.length > 128) throw new RelayError('E_UNAUTHORIZED', { reason: 'bad sub' })
       return { user: sub, exp: payload.exp! }

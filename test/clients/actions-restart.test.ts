@@ -22,11 +22,13 @@ async function api(base: string, path: string, tok: string, body?: unknown): Pro
   return { status: res.status, body: await res.json() as Record<string, unknown> }
 }
 
-/** Closes an outer and builds a new one on the same data folder and ports (the inner's configured URL). */
+/**
+ * Closes an outer and builds a new one on the same data folder and link port (a running inner's configured
+ * URL); the other listeners take new ports.
+ */
 async function restartOuter(t: T, dir: string, keys: Keys, prev: RunningOuter): Promise<RunningOuter> {
   await prev.daemon.close()
-  const a = prev.daemon.addresses
-  return startOuter(t, dir, keys, { listen: { link: `127.0.0.1:${a.link!.port}`, clients: `127.0.0.1:${a.clients!.port}`, admin: '127.0.0.1:0' } })
+  return startOuter(t, dir, keys, { listen: { link: `127.0.0.1:${prev.daemon.addresses.link!.port}`, clients: '127.0.0.1:0', admin: '127.0.0.1:0' } })
 }
 
 const innerStatus = (inner: RunningInner, id: string): unknown =>
@@ -62,27 +64,33 @@ t.test('actions: queued while the inner is away, across an outer restart, then d
   t.equal(cb.requests.length, 1)
 })
 
-t.test('actions: a status reached while the outer is down arrives after it restarts', async (t) => {
+/** Linked daemons (the inner retrying fast) and a system whose callback answers 503 until `openCallback()`. */
+async function pairWithFailingCallback(t: T) {
   const dir = t.testdir()
   const keys = makeKeys(dir)
-  let outer = await startOuter(t, dir, keys)
+  const outer = await startOuter(t, dir, keys)
   const inner = await startInner(t, dir, keys, outer.linkUrl, RETRY)
   const cb = await startCallbackServer(t)
   let open = false
   cb.respond = () => (open ? 200 : 503)
   const sys = await addSystem(inner, { callback: cb.url })
   await waitFor(() => inner.daemon.links[0]!.state === 'up', 'link up')
-  const tok = await token('zhangsan')
+  return { dir, keys, outer, inner, cb, sys, tok: await token('zhangsan'), openCallback: () => { open = true } }
+}
+
+t.test('actions: a status reached while the outer is down arrives after it restarts', async (t) => {
+  const p = await pairWithFailingCallback(t)
+  const { dir, keys, inner, cb, sys, tok } = p
+  let outer = p.outer
   const r = await api(outer.clientsUrl, '/api/v1/actions', tok, { system: sys.id, type: 'handle' })
   const id = r.body.id as string
   await waitFor(async () => (await api(outer.clientsUrl, `/api/v1/actions/${id}`, tok)).body.status === 'forwarded', 'forwarded at the outer')
   await cb.waitForRequests(1)
 
-  const a = outer.daemon.addresses
   await outer.daemon.close()
-  open = true
+  p.openCallback()
   await waitFor(() => innerStatus(inner, id) === 'delivered', 'delivered while the outer is down', 15_000)
-  outer = await startOuter(t, dir, keys, { listen: { link: `127.0.0.1:${a.link!.port}`, clients: `127.0.0.1:${a.clients!.port}`, admin: '127.0.0.1:0' } })
+  outer = await restartOuter(t, dir, keys, outer)
   await waitFor(async () => (await api(outer.clientsUrl, `/api/v1/actions/${id}`, tok)).body.status === 'delivered', 'delivered at the restarted outer', 15_000)
   t.pass('the outer learned the final status after the reconnect')
   t.equal(cb.requests.filter((q) => q.body.id === id).length >= 2, true, 'retried until the callback answered 2xx')
@@ -90,16 +98,9 @@ t.test('actions: a status reached while the outer is down arrives after it resta
 })
 
 t.test('actions: a delivery pending at the inner resumes after the inner restarts', async (t) => {
-  const dir = t.testdir()
-  const keys = makeKeys(dir)
-  const outer = await startOuter(t, dir, keys)
-  let inner = await startInner(t, dir, keys, outer.linkUrl, RETRY)
-  const cb = await startCallbackServer(t)
-  let open = false
-  cb.respond = () => (open ? 200 : 503)
-  const sys = await addSystem(inner, { callback: cb.url })
-  await waitFor(() => inner.daemon.links[0]!.state === 'up', 'link up')
-  const tok = await token('zhangsan')
+  const p = await pairWithFailingCallback(t)
+  const { dir, keys, outer, cb, sys, tok } = p
+  let inner = p.inner
   const phone = await connectWs(t, outer.clientsUrl, tok)
   await phone.next((f) => f.t === 'snapshot')
   const r = await api(outer.clientsUrl, '/api/v1/actions', tok, { system: sys.id, type: 'handle' })
@@ -109,7 +110,7 @@ t.test('actions: a delivery pending at the inner resumes after the inner restart
 
   await inner.daemon.close()
   t.equal(statusAtRest(dir, id), 'forwarded', 'still forwarded (durable) while the inner is down')
-  open = true
+  p.openCallback()
   const before = cb.requests.length
   inner = await startInner(t, dir, keys, outer.linkUrl, RETRY)
   const done = await phone.next((f) => f.t === 'action' && f.id === id && f.status !== 'forwarded', 15_000)

@@ -4,6 +4,8 @@
  * as REST and /ws frames; the same from the inner's portal; validation at the inner from scratch.
  */
 import t from 'tap'
+import { join } from 'node:path'
+import Database from 'better-sqlite3'
 import { addSystem, connectWs, makeKeys, startInner, startOuter, startPair, token, waitFor, type Frame, type WsClient } from '../helpers/daemons.js'
 import { signatureValid, startCallbackServer } from '../helpers/callback-server.js'
 import { parseActionTypes } from '../../inner/registry.js'
@@ -225,4 +227,27 @@ t.test('actions: --action-types takes a comma-separated list of lowercase types'
   for (const bad of ['Read', 'read,han dle', '1st', 'a'.repeat(33), 'x.y']) {
     t.throws(() => parseActionTypes(bad), { code: 'ERR_CLI_USAGE' }, `${JSON.stringify(bad)} is refused`)
   }
+})
+
+t.test('actions: a storage failure while processing an action is retried after a pause, not in a tight loop', async (t) => {
+  const dir = t.testdir()
+  const inner = await startInner(t, dir, makeKeys(dir), undefined, { storage: { busyTimeoutMs: 0 } })
+  // The action is committed; before it is processed another connection takes the write lock, so every
+  // write about it fails at once (SQLITE_BUSY) until the lock goes.
+  inner.daemon.actions.receive({ id: 'a-locked', system: 'sys-none', user: 'zhangsan', type: 'read', ts: Date.now(), token: 'not-a-jwt' }, 'portal')
+  const other = new Database(join(inner.config.dataDir, 'inner.sqlite'))
+  other.exec('BEGIN IMMEDIATE')
+  t.teardown(() => {
+    if (other.inTransaction) other.exec('ROLLBACK')
+    other.close()
+  })
+  const failed = (n: number) => () => inner.logs.lines.filter((l) => l.msg === 'action processing failed').length >= n
+  await waitFor(failed(1), 'the first failure')
+  await waitFor(failed(2), 'the retry', 5000)
+  const [first, second] = inner.logs.lines.filter((l) => l.msg === 'action processing failed')
+  const gap = Number(second!.time) - Number(first!.time)
+  t.ok(gap >= 900, `the retry came ${gap} ms after the failure`)
+  other.exec('ROLLBACK')
+  await waitFor(() => inner.daemon.actions.get('zhangsan', 'a-locked')?.status === 'failed', 'processed once the lock is gone')
+  t.equal(inner.daemon.actions.get('zhangsan', 'a-locked')?.code, 'E_ACTION_TOKEN')
 })

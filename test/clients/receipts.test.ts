@@ -3,7 +3,7 @@
  * inner's link and land in the message's lifecycle as `delivered` and `read`; they are queued durably at
  * the outer until the inner acknowledges them, so neither daemon's restart loses one.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { traceMessage } from '../../inner/monitor.js'
 import {
   addSystem, connectWs, makeKeys, push, record, startInner, startOuter, startPair, token, waitFor, type RunningInner,
@@ -62,10 +62,9 @@ t.test('receipts: queued at the outer while the inner is away, across an outer r
   phone.send({ t: 'read', seq })
   await waitFor(() => queued(outer) === 2, 'two receipts committed at the outer')
 
-  // The outer restarts with the receipts on disk.
-  const a = outer.daemon.addresses
+  // The outer restarts with the receipts on disk (on new ports: the inner starts after it, with its new URL).
   await outer.daemon.close()
-  outer = await startOuter(t, dir, keys, { listen: { link: `127.0.0.1:${a.link!.port}`, clients: `127.0.0.1:${a.clients!.port}`, admin: '127.0.0.1:0' } })
+  outer = await startOuter(t, dir, keys)
   t.equal(queued(outer), 2, 'still queued after the restart')
   t.equal(outer.daemon.queues.receiptsQueued, 2)
 
@@ -75,14 +74,34 @@ t.test('receipts: queued at the outer while the inner is away, across an outer r
   await waitFor(() => queued(outer) === 0, 'acknowledged and removed at the outer')
 })
 
-t.test('receipts: the PC portal records them directly', async (t) => {
+/** A linked pair and a client of `user` on the outer or the portal, holding one todo of that user; `seq` is its seq. */
+async function clientWithTodo(t: Test, where: 'outer' | 'portal', user: string) {
   const p = await startPair(t)
-  const pc = await connectWs(t, p.inner.portalUrl, await token('wangwu'))
-  await pc.next((f) => f.t === 'snapshot')
-  const r = await push(p.inner.intakeUrl, record(p.system.code, 'wangwu', 1))
+  const client = await connectWs(t, where === 'outer' ? p.outer.clientsUrl : p.inner.portalUrl, await token(user))
+  await client.next((f) => f.t === 'snapshot')
+  const r = await push(p.inner.intakeUrl, record(p.system.code, user, 1))
   const seq = (r.body.data as { seq: number }).seq
-  await pc.next((f) => f.t === 'update')
+  await client.next((f) => f.t === 'update')
+  return { p, client, seq }
+}
+
+t.test('receipts: the PC portal records them directly', async (t) => {
+  const { p, client: pc, seq } = await clientWithTodo(t, 'portal', 'wangwu')
   pc.send({ t: 'read', seq })
   await waitFor(() => stages(p.inner, seq).read, 'read recorded')
   t.ok(stages(p.inner, seq).delivered, 'reading implies it was displayed')
+})
+
+t.test('receipts: a storage failure while committing them is logged and survived; later ones land', async (t) => {
+  const { p, client: phone, seq } = await clientWithTodo(t, 'outer', 'zhangsan')
+  // The outer's disk refuses writes to the receipt queue (full, say): a temporary trigger on its connection.
+  const db = p.outer.daemon.store.db
+  db.exec("CREATE TEMP TRIGGER receipts_fail BEFORE INSERT ON main.receipts BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+  phone.send({ t: 'ack', seq })
+  await p.outer.logs.waitFor((l) => l.msg === 'receipts not committed; dropped', 'the failure is logged')
+  t.equal(p.outer.daemon.queues.receiptsQueued, 0, 'nothing counted as queued')
+  db.exec('DROP TRIGGER receipts_fail')
+  phone.send({ t: 'read', seq })
+  await waitFor(() => stages(p.inner, seq).read, 'the next receipt reaches the inner')
+  t.notOk(phone.closed)
 })

@@ -4,7 +4,8 @@
  * (pruned), the epoch is not the current one, `since` is beyond the latest seq, or comes without an epoch.
  */
 import t from 'tap'
-import { addSystem, connectWs, push, record, startPair, token, waitFor, type Frame } from '../helpers/daemons.js'
+import { addSystem, connectWs, makeKeys, push, record, startInner, startPair, token, waitFor, type Frame } from '../helpers/daemons.js'
+import { PORTAL_RESUME_MAX } from '../../inner/daemon.js'
 
 type Pair = Awaited<ReturnType<typeof startPair>>
 
@@ -133,4 +134,21 @@ t.test('resume: the inner portal resumes the same way', async (t) => {
   t.equal(synced.seq, s3)
   const pc3 = await connectWs(t, p.inner.portalUrl, tok, `since=${s1}&epoch=wrong`)
   t.equal((await pc3.next()).reset, true)
+})
+
+t.test('resume: on the inner portal a gap longer than the resume cap gets a reset snapshot, never a cut list', async (t) => {
+  const dir = t.testdir()
+  const inner = await startInner(t, dir, makeKeys(dir), undefined, { storage: { synchronous: 'OFF' } })
+  const sys = await addSystem(inner, { rateLimit: 10_000_000 })
+  const batches = PORTAL_RESUME_MAX / 1000 + 1
+  for (let b = 0; b < batches; b++) {
+    const r = await push(inner.intakeUrl, Array.from({ length: 1000 }, (_, i) => record(sys.code, 'admin', b * 1000 + i + 1)), 'json')
+    if (r.status !== 200) throw new Error(`push failed: ${JSON.stringify(r.body)}`)
+  }
+  const latest = batches * 1000
+  const ws = await connectWs(t, inner.portalUrl, await token('admin'), `since=0&epoch=${inner.daemon.store.epoch}`)
+  const first = await ws.next(() => true, 30_000)
+  t.equal(first.t, 'snapshot', 'a snapshot, not a resume cut at the cap and then "synced"')
+  t.equal(first.reset, true)
+  t.equal(first.total, latest, 'the current count')
 })

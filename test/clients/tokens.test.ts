@@ -10,28 +10,13 @@ import { tmpdir } from 'node:os'
 import { SignJWT } from 'jose'
 import { generateKeyFiles } from '../../shared/crypto.js'
 import { CLOSE } from '../../shared/protocol.js'
-import type { TokenConfig } from '../../shared/tokens.js'
-import { addSystem, connectWs, push, record, startPair, token, waitFor, TOKENS, WsClient } from '../helpers/daemons.js'
+import { createTokenVerifier, type TokenConfig } from '../../shared/tokens.js'
+import { addSystem, connectWs, push, record, startPair, token, upgradeStatus, waitFor, TOKENS } from '../helpers/daemons.js'
 import { startCallbackServer, signatureValid } from '../helpers/callback-server.js'
-import WebSocket from 'ws'
 
 async function rest(base: string, tok: string | undefined): Promise<{ status: number; code: unknown }> {
   const res = await fetch(`${base}/api/v1/todos`, { headers: tok ? { authorization: `Bearer ${tok}` } : {} })
   return { status: res.status, code: ((await res.json()) as { code?: string }).code }
-}
-
-/** Opens /ws and returns the HTTP status of a refused upgrade (or 101). */
-async function upgradeStatus(base: string, tok: string | undefined, viaQuery = false): Promise<number> {
-  const url = `${base.replace('http', 'ws')}/ws${viaQuery && tok ? `?token=${tok}` : ''}`
-  const ws = new WebSocket(url, !viaQuery && tok ? { headers: { authorization: `Bearer ${tok}` } } : {})
-  const c = new WsClient(ws)
-  try {
-    await c.opened
-    ws.terminate()
-    return 101
-  } catch (e) {
-    return (e as { status?: number }).status ?? 0
-  }
 }
 
 const secretBytes = (s: string): Uint8Array => new TextEncoder().encode(s)
@@ -53,27 +38,30 @@ t.test('tokens: bad tokens get 401 on REST and at the upgrade, never data', asyn
     for (const [name, tok] of cases) {
       t.same(await rest(base, tok), { status: 401, code: 'E_UNAUTHORIZED' }, `${name}: REST 401`)
       t.equal(await upgradeStatus(base, tok), 401, `${name}: upgrade refused with 401`)
-      if (tok) t.equal(await upgradeStatus(base, tok, true), 401, `${name}: ?token= refused too`)
+      if (tok) t.equal(await upgradeStatus(base, tok, { viaQuery: true }), 401, `${name}: ?token= refused too`)
     }
     const good = await token('zhangsan')
     t.equal((await rest(base, good)).status, 200)
-    t.equal(await upgradeStatus(base, good, true), 101, 'a good token via ?token= (browsers) is accepted')
+    t.equal(await upgradeStatus(base, good, { viaQuery: true }), 101, 'a good token via ?token= (browsers) is accepted')
   }
 })
 
 t.test('tokens: a socket is closed with 4401 when its token expires; REST then answers 401', async (t) => {
   const skew0 = { tokens: { ...TOKENS, clockSkewSeconds: 0 } }
   const { outer, inner, system } = await startPair(t, { outer: skew0, inner: skew0 })
-  const tok = await token('zhangsan', 2)
+  // exp is whole seconds, so this token lives 4-5 s: room for two upgrades, a push and its update on a busy CI machine.
+  const tok = await token('zhangsan', 5)
   const ws = await connectWs(t, outer.clientsUrl, tok)
   const pc = await connectWs(t, inner.portalUrl, tok)
   await ws.next((f) => f.t === 'snapshot')
   await pc.next((f) => f.t === 'snapshot')
   await push(inner.intakeUrl, record(system.code, 'zhangsan', 4))
   t.equal((await ws.next((f) => f.t === 'update')).t, 'update', 'live while the token is valid')
+  const exp = (JSON.parse(Buffer.from(tok.split('.')[1]!, 'base64url').toString()) as { exp: number }).exp
   for (const s of [ws, pc]) {
-    const closed = await s.waitClose(6000)
+    const closed = await s.waitClose(10_000)
     t.equal(closed.code, CLOSE.UNAUTHORIZED, 'closed with 4401 at expiry')
+    t.ok(Date.now() >= exp * 1000 - 50, 'not before the token expired')
   }
   await waitFor(async () => (await rest(outer.clientsUrl, tok)).status === 401, 'REST refuses the expired token', 3000)
   t.same(await rest(outer.clientsUrl, tok), { status: 401, code: 'E_UNAUTHORIZED' })
@@ -111,4 +99,19 @@ t.test('tokens: EdDSA tokens work end to end; HS256 is refused where EdDSA is co
   t.equal(await upgradeStatus(inner.portalUrl, hs), 401)
   t.same(await rest(outer.clientsUrl, await token('zhangsan', 600, { ...eddsa, audience: 'todo-relay' })), { status: 401, code: 'E_UNAUTHORIZED' },
     'the configured audience is required')
+})
+
+t.test('tokens: the queueing grace lets an action\'s token be expired, never not yet valid', async (t) => {
+  const verifier = await createTokenVerifier(TOKENS)
+  const now = Math.floor(Date.now() / 1000)
+  const mint = (claims: { nbf?: number; exp: number }): Promise<string> => {
+    const jwt = new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('admin').setAudience('todo-relay').setExpirationTime(claims.exp)
+    if (claims.nbf !== undefined) jwt.setNotBefore(claims.nbf)
+    return jwt.sign(secretBytes(TOKENS.secret!))
+  }
+  const grace = { maxExpiredSeconds: 86_400 }
+  t.equal((await verifier.verify(await mint({ exp: now - 3600 }), grace)).user, 'admin', 'expired an hour ago: within the grace')
+  t.equal((await verifier.verify(await mint({ nbf: now + 30, exp: now + 7200 }), grace)).user, 'admin', 'nbf within the clock skew')
+  await t.rejects(verifier.verify(await mint({ nbf: now + 3600, exp: now + 7200 }), grace), { code: 'E_UNAUTHORIZED' }, 'nbf an hour ahead: refused despite the grace')
+  await t.rejects(verifier.verify(await mint({ nbf: now + 3600, exp: now + 7200 })), { code: 'E_UNAUTHORIZED' }, 'and without it')
 })

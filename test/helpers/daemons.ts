@@ -5,6 +5,9 @@
  * polled condition with a deadline.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import type { Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { Writable } from 'node:stream'
@@ -15,6 +18,7 @@ import { pino } from 'pino'
 import { generateKeyFiles } from '../../shared/crypto.js'
 import { mintToken, type TokenConfig } from '../../shared/tokens.js'
 import type { Logger } from '../../shared/log.js'
+import { closeServer } from '../../shared/listen.js'
 import { parseInnerConfig, type InnerConfig } from '../../inner/config.js'
 import { parseOuterConfig, type OuterConfig } from '../../outer/config.js'
 import { build as buildInner, type InnerDaemon } from '../../inner/daemon.js'
@@ -187,6 +191,20 @@ export async function startPair(t: T, opts: { inner?: Record<string, unknown>; o
   return { dir, keys, outer, inner, system }
 }
 
+/**
+ * Listens on 127.0.0.1 port 0 and registers teardown: `close` (the module's own, e.g. sockets first), then
+ * the server. Returns the port.
+ */
+export async function serveOnPort0(t: T, server: Server, close: () => unknown = () => {}): Promise<number> {
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(async () => {
+    await close()
+    await closeServer(server)
+  })
+  return (server.address() as AddressInfo).port
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Child-process daemons (dist/)
 // ---------------------------------------------------------------------------------------------------
@@ -324,6 +342,25 @@ export class WsClient {
 
   close(): void {
     this.ws.close()
+  }
+}
+
+/**
+ * Opens `/ws` and answers the HTTP status of a refused upgrade, or 101 once it opened (then drops it). The
+ * token travels as a bearer header, or as `?token=` (what browsers do) with `viaQuery`.
+ */
+export async function upgradeStatus(baseUrl: string, tok: string | undefined, opts: { viaQuery?: boolean; headers?: Record<string, string> } = {}): Promise<number> {
+  const viaQuery = opts.viaQuery === true && tok !== undefined
+  const url = `${baseUrl.replace('http', 'ws')}/ws${viaQuery ? `?token=${tok}` : ''}`
+  const auth: Record<string, string> = !viaQuery && tok !== undefined ? { authorization: `Bearer ${tok}` } : {}
+  const ws = new WebSocket(url, { headers: { ...auth, ...opts.headers } })
+  const c = new WsClient(ws)
+  try {
+    await c.opened
+    ws.terminate()
+    return 101
+  } catch (e) {
+    return (e as { status?: number }).status ?? 0
   }
 }
 

@@ -11,6 +11,9 @@ t.test('link: an inner restored from an older copy starts a new epoch and the ou
   for (const q of [3, 4, 5]) t.equal((await push(inner.intakeUrl, record(system.code, 'admin', q))).status, 200)
   await waitFor(() => outer.daemon.store.hw === 5, 'outer holds seq 5')
   const oldEpoch = inner.daemon.store.epoch
+  // A phone that stays connected across the restore.
+  const live = await connectWs(t, outer.clientsUrl, await token('admin'))
+  t.equal((await live.next((f) => f.t === 'snapshot')).total, 5)
 
   // Restore the older copy in place of the live database, as an operator restoring a backup would.
   await inner.daemon.close()
@@ -25,6 +28,8 @@ t.test('link: an inner restored from an older copy starts a new epoch and the ou
   const newEpoch = restored.daemon.store.epoch
   t.not(newEpoch, oldEpoch)
   await waitFor(() => outer.daemon.store.epoch === newEpoch && outer.daemon.store.hw === 2, 'outer resynced to the new epoch')
+  const liveReset = await live.next((f) => f.t === 'snapshot')
+  t.match(liveReset, { reset: true, epoch: newEpoch, seq: 2, total: 2 }, 'the connected phone is told to start over, with the restored state')
 
   // A phone that saw seq 5 of the old epoch gets a reset snapshot, not a resume.
   const phone = await connectWs(t, outer.clientsUrl, await token('admin'), `since=5&epoch=${oldEpoch}`)
@@ -35,7 +40,9 @@ t.test('link: an inner restored from an older copy starts a new epoch and the ou
 
   // New messages continue in the new epoch and reach the phone.
   t.equal((await push(restored.intakeUrl, record(system.code, 'admin', 7))).status, 200)
-  const upd = await phone.next((f) => f.t === 'update')
-  t.equal((upd.item as { quantity: number }).quantity, 7)
-  t.equal((upd.item as { seq: number }).seq, 3)
+  for (const ws of [phone, live]) {
+    const upd = await ws.next((f) => f.t === 'update')
+    t.equal((upd.item as { quantity: number }).quantity, 7)
+    t.equal((upd.item as { seq: number }).seq, 3)
+  }
 })

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { copyFileSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import WebSocket from 'ws'
 import { makeKeys, push, record, startInner, startOuter, addSystem, token, waitFor, WsClient } from '../helpers/daemons.js'
@@ -54,3 +54,32 @@ t.test('tls: a missing certificate file fails the start with the key named', asy
   await t.rejects(startOuter(t, dir, keys, { tls: { clients: { certFile: join(dir, 'nope.pem'), keyFile: join(dir, 'nope.key') } } }), { code: 'ERR_CONFIG_INVALID', message: /tls\.clients/ })
 })
 
+
+t.test('tls: an unreadable outers[].ca fails the inner\'s start with the key named', async (t) => {
+  const dir = t.testdir()
+  const keys = makeKeys(dir)
+  await t.rejects(startInner(t, dir, keys, undefined, { outers: [{ url: 'wss://127.0.0.1:1/link', publicKey: keys.outerPub, ca: join(dir, 'nope.pem') }] }),
+    { code: 'ERR_CONFIG_INVALID', message: /outers\[\]\.ca/ })
+})
+
+t.test('tls: the CA file is read once, so the link reconnects after the file went away', async (t) => {
+  const dir = t.testdir()
+  const keys = makeKeys(dir)
+  const tls = selfSigned(dir)
+  const ca = join(dir, 'outer-ca.pem')
+  copyFileSync(tls.certFile, ca)
+  const first = await startOuter(t, dir, keys, { tls: { link: tls } })
+  const inner = await startInner(t, dir, keys, undefined, { outers: [{ url: first.linkUrl, publicKey: keys.outerPub, ca }] })
+  await waitFor(() => inner.daemon.links[0]!.state === 'up', 'link up over wss')
+  // The file goes (a rotated bundle, a clean-up), then the outer restarts: every reconnect needs the CA.
+  rmSync(ca)
+  const port = first.daemon.addresses.link!.port
+  await first.daemon.close()
+  await waitFor(() => inner.daemon.links[0]!.state !== 'up', 'link down')
+  await inner.logs.waitFor((l) => l.msg === 'link reconnect scheduled' && typeof l.lastError === 'string', 'a failed reconnect')
+  const second = await startOuter(t, dir, keys, { tls: { link: tls }, listen: { link: `127.0.0.1:${port}`, clients: '127.0.0.1:0' } })
+  await waitFor(() => inner.daemon.links[0]!.state === 'up', 'link up again with the CA read at the start')
+  const system = await addSystem(inner)
+  t.equal((await push(inner.intakeUrl, record(system.code, 'admin', 2))).status, 200)
+  await waitFor(() => second.daemon.store.hw !== null && second.daemon.store.hw >= 1, 'the message crosses the restored link')
+})

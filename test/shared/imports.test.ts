@@ -7,6 +7,7 @@ import t from 'tap'
 import { readdirSync, readFileSync } from 'node:fs'
 import { dirname, join, relative, resolve, sep } from 'node:path'
 import { ROOT } from '../helpers/daemons.js'
+import { specifiers } from '../helpers/source-scan.js'
 
 const AREAS = ['inner', 'outer', 'shared'] as const
 type Area = (typeof AREAS)[number]
@@ -25,21 +26,6 @@ function tsFiles(dir: string): string[] {
     if (e.isDirectory()) out.push(...tsFiles(p))
     else if (e.isFile() && e.name.endsWith('.ts') && !e.name.endsWith('.d.ts')) out.push(p)
   }
-  return out
-}
-
-/** Every module specifier in `source`: import/export … from '…', import '…', import('…'), require('…'). */
-export function specifiers(source: string): string[] {
-  // Comments could mention imports; strip them first (strings survive, which is what we want).
-  const code = source.replace(/\/\*[\s\S]*?\*\//g, '').replace(/(^|[^:'"`])\/\/.*$/gm, '$1')
-  const out: string[] = []
-  const patterns = [
-    /\b(?:import|export)\s+(?:type\s+)?[^'"`;]*?\bfrom\s*['"]([^'"]+)['"]/g,
-    /\bimport\s*['"]([^'"]+)['"]/g,
-    /\bimport\s*\(\s*['"]([^'"]+)['"]\s*\)/g,
-    /\brequire\s*\(\s*['"]([^'"]+)['"]\s*\)/g,
-  ]
-  for (const re of patterns) for (const m of code.matchAll(re)) out.push(m[1]!)
   return out
 }
 

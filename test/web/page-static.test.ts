@@ -12,7 +12,9 @@ import { EventEmitter, once } from 'node:events'
 import { WebSocketServer, type WebSocket } from 'ws'
 import nacl from 'tweetnacl'
 import canonicalizeModule from 'canonicalize'
+import type { Page } from 'playwright-core'
 import { chromiumPath, launchBrowser } from '../helpers/browser.js'
+import { waitFor as poll } from '../helpers/daemons.js'
 
 // canonicalize is CommonJS while its typings declare an ES default export.
 const canonicalize = canonicalizeModule as unknown as (x: unknown) => string
@@ -196,8 +198,6 @@ t.test('page: verifies, lists and acknowledges todos live, and sends read on tap
   await page.waitForSelector('li.todo[data-system="sysB"]', { state: 'detached' })
   await page.waitForFunction(() => document.getElementById('total')?.textContent === '14')
 
-  await page.screenshot({ path: '/tmp/page.png', fullPage: true })
-
   // Tap: sends read for the item's seq and opens its url (scheme-less → http://) in a new page.
   const popup = page.context().waitForEvent('page')
   await page.tap('li.todo[data-system="sysA"] .name')
@@ -266,4 +266,50 @@ t.test('page: a rejected token shows a login box with a clear error', { skip: NO
   await page2.goto(`http://127.0.0.1:${srv.port}/`)
   await page2.waitForSelector('#login:visible')
   t.ok(await page2.isHidden('#login-error'))
+})
+
+t.test('page: hostile names and URLs are shown as text and never run; only http(s) URLs open', { skip: NO_BROWSER }, async (t) => {
+  const srv = await startServer(t)
+  const b = await launchBrowser()
+  t.teardown(() => b.close())
+  const page = await b.newPage()
+  page.setDefaultTimeout(10_000)
+  const pageErrors: string[] = []
+  page.on('pageerror', (e) => pageErrors.push(e.message))
+  const popups: Page[] = []
+  page.context().on('page', (p) => popups.push(p))
+
+  const origin = `http://127.0.0.1:${srv.port}`
+  // Validly signed: a business system may push any BUSSINESSNAME and URL; the page must treat them as data.
+  const hostile = [
+    env(1, 'sysX', '<img src=x onerror="window.__xss=1">', 1, 2, 'javascript:window.__xss=2'),
+    env(2, 'sysY', '<script>window.__xss=3</script>', 1, 1, 'data:text/html,<script>window.__xss=4</script>'),
+    env(3, 'sysZ', '<b>粗体</b>', 1, 1, ' JaVaScRiPt:window.__xss=5'),
+  ]
+  const good = env(4, 'sysW', '正常', 2, 1, `${origin}/landing?sys=W`)
+  await page.goto(`${origin}/?token=${TOKEN}`)
+  const ws = await srv.connection(1)
+  await page.waitForFunction(() => document.getElementById('status')?.textContent === '已连接')
+  ws.send(JSON.stringify({ t: 'snapshot', user: USER, epoch: EPOCH, seq: 4, total: 5, items: [...hostile, good] }))
+  await page.waitForSelector('li.todo[data-seq="4"]')
+
+  for (const e of hostile) {
+    t.equal(await page.textContent(`li.todo[data-seq="${e.seq}"] .name`), e.systemName, `seq ${e.seq}: the name is literal text`)
+    t.equal(await page.getAttribute(`li.todo[data-seq="${e.seq}"]`, 'data-verified'), 'true', 'validly signed all the same')
+  }
+  t.equal(await page.locator('#list img, #list script, #list b').count(), 0, 'no element was made from a name')
+
+  for (const e of hostile) {
+    await page.click(`li.todo[data-seq="${e.seq}"] .name`)
+    await srv.frame((f) => f.t === 'read' && f.seq === e.seq, `read ${e.seq}`)
+  }
+  await page.waitForFunction(() => document.getElementById('toast')?.textContent?.includes('没有可打开的链接'))
+  // A good URL opens: once its page is there, any popup from the hostile ones would have come before it.
+  await page.click('li.todo[data-seq="4"] .name')
+  await srv.waitFor('landing', () => srv.landings.includes('?sys=W'), 'the good item opens')
+  await poll(() => popups.length >= 1, 'the popup (Playwright reports new pages asynchronously)')
+  await Promise.all(popups.map((p) => p.waitForLoadState()))
+  t.same(popups.map((p) => new URL(p.url()).pathname), ['/landing'], 'only the http URL was opened')
+  t.equal(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss), undefined, 'nothing ran')
+  t.same(pageErrors, [], 'no uncaught errors in the page')
 })
