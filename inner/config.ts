@@ -32,6 +32,8 @@ export interface InnerConfig {
     concurrency: number; connectTimeoutMs: number; headersTimeoutMs: number; bodyTimeoutMs: number; requestTimeoutMs: number
     maxResponseBytes: number; maxRecords: number; keepAliveTimeoutMs: number; backoffMaxMs: number
   }
+  /** How long the message history (the lifecycle record) is kept (inner/retention.ts). */
+  retention: { days: number; intervalSeconds: number }
   storage: StorageSection
   log: LogSection
   /** Absolute path of the file this came from. */
@@ -144,6 +146,14 @@ export const INNER_SCHEMA = {
         keepAliveTimeoutMs: int(100, 600_000, 10_000),
         // After the n-th consecutive failure the next poll waits interval + random(0, min(backoffMaxMs, interval·2^(n−1))).
         backoffMaxMs: int(0, 86_400_000, 600_000),
+      },
+    },
+    retention: {
+      type: 'object', additionalProperties: false, default: {},
+      properties: {
+        // Messages older than this, committed by every outer and no longer current, are deleted; 0 keeps all.
+        days: int(0, 36_500, 30),
+        intervalSeconds: int(1, 86_400, 3600),
       },
     },
     storage: schemaParts.storage,

@@ -13,7 +13,8 @@ import { createTokenVerifier } from '../shared/tokens.js'
 import { ClientHub } from '../shared/client-hub.js'
 import { createClientApi, type ClientApi } from '../shared/client-api.js'
 import type { InnerConfig } from './config.js'
-import { InnerStore, recordReceipt } from './store.js'
+import { InnerStore } from './store.js'
+import { Retention } from './retention.js'
 import { RegistryCache } from './registry.js'
 import { Ingest } from './ingest.js'
 import { createIntakeServer } from './intake.js'
@@ -60,6 +61,8 @@ export function build(config: InnerConfig, deps: InnerDeps = {}): InnerDaemon {
   const log = deps.log ?? createLogger({ name: 'todo-inner', level: config.log.level })
   const key = loadKeyFile(config.keyFile)
   const store = new InnerStore(config.dataDir, { synchronous: config.storage.synchronous, busyTimeoutMs: config.storage.busyTimeoutMs })
+  store.onBackgroundError = (e) => log.warn({ err: e }, 'lifecycle write failed; kept for the next try')
+  const retention = new Retention(store, config.outers.map((o) => o.publicKey), config.retention, log.child({ mod: 'retention' }))
   const registry = new RegistryCache(store.db)
   const metrics = createMetrics()
   const ingest = new Ingest(store, key, config.centerId, log.child({ mod: 'ingest' }))
@@ -132,7 +135,7 @@ export function build(config: InnerConfig, deps: InnerDeps = {}): InnerDaemon {
           innerPublicKey: key.publicKey,
           webDir: WEB_DIR,
           sinks: {
-            receipt: (user, seq, kind) => { recordReceipt(store, user, seq, kind, Date.now()) },
+            receipt: (user, seq, kind) => { store.deferReceipt(user, seq, kind, Date.now()) },
             submitAction: (user, token, req) => actions.submitLocal(user, token, req),
             getAction: (user, id) => actions.get(user, id),
           },
@@ -148,6 +151,7 @@ export function build(config: InnerConfig, deps: InnerDeps = {}): InnerDaemon {
       }
       for (const s of servers) addresses[s.name] = await listen(s.server, s.address, s.name, log, config.tls[s.name as keyof typeof config.tls])
       for (const l of links) l.start()
+      retention.start()
       // After the listeners: polls and pending `system remove`s start once the daemon is fully up.
       poller.start()
       removal.start()
@@ -156,6 +160,7 @@ export function build(config: InnerConfig, deps: InnerDeps = {}): InnerDaemon {
     close() {
       closing ??= (async () => {
         registry.stop()
+        await retention.stop()
         // Stop taking pushes first, then let the last group commit land, then stop the links and clients.
         const intake = servers.find((s) => s.name === 'intake')
         if (intake) await closeServer(intake.server)

@@ -119,7 +119,15 @@ export class Ingest extends EventEmitter<IngestEvents> {
     this.store.committed(seq)
     jobs.forEach((j, i) => j.resolve(results[i]!))
     this.markIdle?.()
-    if (envelopes.length > 0) this.emit('stored', envelopes)
+    if (envelopes.length > 0) {
+      // Listeners (link pumps, the portal) must not be able to crash the daemon from setImmediate;
+      // the messages are committed whatever they do.
+      try {
+        this.emit('stored', envelopes)
+      } catch (e) {
+        this.log.error({ err: e }, 'a listener of stored messages failed')
+      }
+    }
   }
 
   /** Stops taking records and waits for the pending commit. */

@@ -7,7 +7,7 @@
 import type { Logger } from '../shared/log.js'
 import type { ReceiptsBody } from '../shared/protocol.js'
 import type { BodyHandler, LinkClient } from './link-client.js'
-import { recordReceipt, type InnerStore } from './store.js'
+import type { InnerStore } from './store.js'
 import type { ActionService } from './actions.js'
 
 export function createLinkInbound(deps: { store: InnerStore; actions: ActionService; log: Logger }): BodyHandler {
@@ -19,7 +19,7 @@ export function createLinkInbound(deps: { store: InnerStore; actions: ActionServ
     // One transaction per body; recordReceipt ignores a receipt whose seq is not that user's, so a
     // compromised DMZ host cannot mark somebody else's message as read.
     store.db.transaction(() => {
-      for (const r of body.items) if (recordReceipt(store, r.user, r.seq, r.kind, Math.min(r.ts, now))) recorded++
+      for (const r of body.items) if (store.recordReceipt(r.user, r.seq, r.kind, Math.min(r.ts, now))) recorded++
     })()
     link.send({ t: 'receipts-ack', rid: body.rid })
     log.debug({ peer: link.label, rid: body.rid, items: body.items.length, recorded }, 'receipts recorded')

@@ -2,6 +2,7 @@
  * Monitoring queries (DESIGN §3.7): a message's lifecycle (`trace`) and per-system/overall counts,
  * backlog and stage latencies (`stats`). Read-only; used by the CLI, the admin listener and tests.
  */
+import type { DB } from '../shared/sqlite.js'
 import type { InnerStore, MessageRow } from './store.js'
 import type { SystemInfo } from './registry.js'
 import { readPollHealth, type PollHealth } from './poll-health.js'
@@ -134,4 +135,39 @@ export function collectStats(store: InnerStore, systems: readonly SystemInfo[], 
       storedToDelivered: percentiles(recent.filter((m) => m.d !== null).map((m) => m.d! - m.s)),
     },
   }
+}
+
+/**
+ * One of the last errors operators see (DESIGN §3.7): a rejection count of a (system, source, code), or the
+ * last failed poll of a system.
+ */
+export interface RecentError {
+  kind: 'rejection' | 'poll'
+  /** When it last happened (ms). */
+  at: number
+  /** Public system id; null for pushes whose auth code matched no system. */
+  system: string | null
+  /** push | pull (rejections) or poll (a failed poll round). */
+  source: 'push' | 'pull' | 'poll'
+  code: string
+  /** rejection: how many of this (system, source, code) so far; poll: consecutive failures now (0 = recovered). */
+  count: number
+  reason: string | null
+}
+
+/** The most recent rejections and poll errors, newest first (durable, so any process can read them). */
+export function recentErrors(db: DB, limit = 20): RecentError[] {
+  const rejected = db.prepare<[number], { system_id: string; source: string; code: string; count: number; last_at: number; last_reason: string | null }>(
+    'SELECT system_id, source, code, count, last_at, last_reason FROM rejections ORDER BY last_at DESC LIMIT ?').all(limit)
+    .map((r): RecentError => ({
+      kind: 'rejection', at: r.last_at, system: r.system_id === '' ? null : r.system_id, source: r.source === 'pull' ? 'pull' : 'push',
+      code: r.code, count: r.count, reason: r.last_reason,
+    }))
+  const polls = db.prepare<[number], { system_id: string; last_error_code: string; last_error: string | null; last_error_at: number; consecutive_failures: number }>(
+    `SELECT system_id, last_error_code, last_error, last_error_at, consecutive_failures FROM poll_health
+      WHERE last_error_code IS NOT NULL AND last_error_at IS NOT NULL ORDER BY last_error_at DESC LIMIT ?`).all(limit)
+    .map((p): RecentError => ({
+      kind: 'poll', at: p.last_error_at, system: p.system_id, source: 'poll', code: p.last_error_code, count: p.consecutive_failures, reason: p.last_error,
+    }))
+  return [...rejected, ...polls].sort((a, b) => b.at - a.at).slice(0, limit)
 }

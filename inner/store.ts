@@ -10,6 +10,9 @@ import { MIGRATIONS } from './schema.js'
 
 /** The longest a lifecycle stamp waits for a group commit to ride in. */
 export const LIFECYCLE_FLUSH_MS = 100
+/** After a failed lifecycle write, the next try; and how many deferred stamps are kept meanwhile. */
+const LIFECYCLE_RETRY_MS = 1000
+const MAX_DEFERRED_LIFECYCLE = 100_000
 
 export interface NewMessage {
   seq: number
@@ -71,8 +74,15 @@ export class InnerStore {
       peerAck: db.prepare('UPDATE peers SET acked_seq = ?, epoch = ?, updated_at = ? WHERE public_key = ?'),
       peerConnected: db.prepare('UPDATE peers SET connected_at = ?, last_error = NULL, updated_at = ? WHERE public_key = ?'),
       peerError: db.prepare('UPDATE peers SET last_error = ?, updated_at = ? WHERE public_key = ?'),
+      prunable: db.prepare<[number, number, number], { seq: number }>(
+        `SELECT seq FROM messages WHERE stored_at < ? AND seq <= ? AND seq NOT IN (SELECT seq FROM state) ORDER BY seq LIMIT ?`),
+      deleteMessage: db.prepare('DELETE FROM messages WHERE seq = ?'),
+      peerAcked: db.prepare<[string], { acked_seq: number }>('SELECT acked_seq FROM peers WHERE public_key = ?'),
+      receiptDelivered: db.prepare('UPDATE messages SET delivered_at = ? WHERE seq = ? AND user = ? AND delivered_at IS NULL'),
+      receiptRead: db.prepare('UPDATE messages SET read_at = ? WHERE seq = ? AND user = ? AND read_at IS NULL'),
     }
     this.currentEpoch = this.initEpoch()
+    this.prunedThrough = Number(this.st.getMeta.get('pruned_through')?.value ?? 0)
     this.last = Math.max(this.st.maxSeq.get()?.s ?? 0, Number(this.st.getMeta.get('last_seq')?.value ?? 0))
   }
 
@@ -112,7 +122,38 @@ export class InnerStore {
 
   /** The oldest seq still held (history before it was pruned); lastSeq + 1 when empty. */
   firstSeq(): number {
-    return this.st.minSeq.get()?.s ?? this.last + 1
+    return Math.max(this.prunedThrough + 1, this.st.minSeq.get()?.s ?? this.last + 1)
+  }
+
+  /** History up to this seq is incomplete (pruned): only messages still current in `state` remain. */
+  private prunedThrough = 0
+
+  /**
+   * Deletes up to `limit` messages that were stored before `cutoff`, are covered by `maxSeq` (every peer
+   * has committed them) and are no longer any (system, user)'s current message. Returns how many went;
+   * the caller repeats until 0. Seqs and stored_at grow together, so what remains below the new floor is
+   * exactly the current state.
+   */
+  prune(cutoff: number, maxSeq: number, limit: number): number {
+    let removed = 0
+    this.db.transaction(() => {
+      const rows = this.st.prunable.all(cutoff, maxSeq, limit)
+      if (rows.length === 0) return
+      for (const r of rows) removed += this.st.deleteMessage.run(r.seq).changes
+      const floor = rows[rows.length - 1]!.seq
+      if (floor > this.prunedThrough) {
+        this.st.setMeta.run('pruned_through', String(floor))
+        this.prunedThrough = floor
+      }
+    })()
+    return removed
+  }
+
+  /** The lowest seq that all of these peers have committed (lastSeq when there are none). */
+  minPeerAcked(publicKeys: readonly string[]): number {
+    let min = this.last
+    for (const k of publicKeys) min = Math.min(min, this.st.peerAcked.get(k)?.acked_seq ?? 0)
+    return min
   }
 
   getState(systemId: string, user: string): StateRow | undefined {
@@ -169,14 +210,49 @@ export class InnerStore {
     }
   }
 
-  /** Writes deferred lifecycle stamps now (in their own transaction unless one is open). */
+  /**
+   * Writes deferred lifecycle stamps now (in their own transaction unless one is open). A failure (the
+   * database locked by another process past the busy timeout, a full disk) must not take the daemon down
+   * for monitoring data: the stamps are kept for the next try (up to MAX_DEFERRED_LIFECYCLE) and the error
+   * goes to `onBackgroundError`. Inside a caller's transaction the error propagates, so that commit fails whole.
+   */
   flushLifecycle(): void {
     if (this.lifecycleTimer) clearTimeout(this.lifecycleTimer)
     this.lifecycleTimer = undefined
     if (this.lifecycle.length === 0 || !this.db.open) return
     const ops = this.lifecycle
     this.lifecycle = []
-    this.db.transaction(() => { for (const op of ops) op() })()
+    if (this.db.inTransaction) {
+      this.db.transaction(() => { for (const op of ops) op() })()
+      return
+    }
+    try {
+      this.db.transaction(() => { for (const op of ops) op() })()
+    } catch (e) {
+      this.lifecycle = ops.concat(this.lifecycle).slice(-MAX_DEFERRED_LIFECYCLE)
+      this.lifecycleTimer = setTimeout(() => this.flushLifecycle(), LIFECYCLE_RETRY_MS)
+      this.lifecycleTimer.unref()
+      this.onBackgroundError?.(e)
+    }
+  }
+
+  /** Where failures of background (monitoring) writes are reported; the daemon logs them. */
+  onBackgroundError: ((e: unknown) => void) | undefined
+
+  /** Records a client receipt (delivered/read) with the next lifecycle flush rather than a commit of its own. */
+  deferReceipt(user: string, seq: number, kind: 'delivered' | 'read', ts: number): void {
+    this.deferLifecycle(() => { this.recordReceipt(user, seq, kind, ts) })
+  }
+
+  /**
+   * Records a client receipt for the message `seq` if it belongs to `user` (a receipt for somebody else's
+   * message is ignored); only the first receipt of each kind counts, and reading implies it was displayed.
+   * Returns whether a stage was newly recorded.
+   */
+  recordReceipt(user: string, seq: number, kind: 'delivered' | 'read', ts: number): boolean {
+    const changed = (kind === 'read' ? this.st.receiptRead : this.st.receiptDelivered).run(ts, seq, user).changes > 0
+    if (kind === 'read' && changed) this.st.receiptDelivered.run(ts, seq, user)
+    return changed
   }
 
   /** Records a peer's committed high-water mark and the `acked` stage for what it newly covers. */
@@ -211,24 +287,10 @@ export class InnerStore {
   }
 
   close(): void {
-    this.flushLifecycle()
+    this.flushLifecycle() // reports, never throws, outside a transaction
+    if (this.lifecycleTimer) clearTimeout(this.lifecycleTimer)
+    this.lifecycleTimer = undefined
     if (this.db.open) this.db.close()
   }
 }
 
-/** Lifecycle stage columns a receipt may set; only the first receipt of each kind counts. */
-const RECEIPT_COLUMN = { delivered: 'delivered_at', read: 'read_at' } as const
-
-/**
- * Records a client receipt for the message `seq` if it belongs to `user` (a receipt for somebody else's
- * message is ignored). Returns whether a stage was newly recorded.
- */
-export function recordReceipt(store: InnerStore, user: string, seq: number, kind: 'delivered' | 'read', ts: number): boolean {
-  const col = RECEIPT_COLUMN[kind]
-  const r = store.db.prepare(`UPDATE messages SET ${col} = ? WHERE seq = ? AND user = ? AND ${col} IS NULL`).run(ts, seq, user)
-  if (kind === 'read' && r.changes > 0) {
-    // Reading implies it was displayed.
-    store.db.prepare('UPDATE messages SET delivered_at = ? WHERE seq = ? AND delivered_at IS NULL').run(ts, seq)
-  }
-  return r.changes > 0
-}
