@@ -12,6 +12,9 @@ import type { Logger } from '../shared/log.js'
 import { CLOSE, validateInnerToOuter, type InnerToOuter } from '../shared/protocol.js'
 import type { Item, OuterStore } from './store.js'
 
+/** Link connections allowed to be mid-handshake at once (each may take up to the handshake timeout). */
+export const MAX_PENDING_HANDSHAKES = 16
+
 export interface LinkServerOptions { heartbeatMs: number; deadMs: number }
 
 export interface LinkServerEvents {
@@ -63,15 +66,30 @@ export function createLinkServer(deps: {
       socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n')
       return
     }
+    // Unauthenticated connections are capped: each may hold a slot for the handshake timeout, and only
+    // the pinned inners have any business here (firewall the listener to them as well).
+    if (handshaking >= MAX_PENDING_HANDSHAKES) {
+      socket.on('error', () => socket.destroy())
+      socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n')
+      log.warn({ remote: req.socket.remoteAddress }, 'link connection refused: too many handshakes in progress')
+      return
+    }
     wss.handleUpgrade(req, socket, head, (ws) => accept(ws, req.socket.remoteAddress ?? ''))
   })
 
+  let handshaking = 0
+
   function accept(ws: WebSocket, remote: string): void {
     ws.on('error', (e) => log.warn({ remote, err: e.message }, 'link socket error'))
+    handshaking++
+    let counted = true
+    const done = (): void => { if (counted) { counted = false; handshaking-- } }
+    ws.once('close', done)
     serverHandshake(ws, {
       key: deps.key, pinned, seen,
       resume: () => ({ epoch: store.epoch, hw: store.hw }),
     }).then(({ channel, peerKey, center, epoch }) => {
+      done()
       if (ws.readyState !== ws.OPEN) return
       if (current) {
         log.warn({ peer: peerKey.slice(0, 8) }, 'link replaced by a newer session')
@@ -95,6 +113,9 @@ export function createLinkServer(deps: {
         log.info({ peer: peerKey.slice(0, 8), code, reason: reason.toString() }, 'link down')
       })
       ws.on('message', (data, isBinary) => {
+        // A replaced session is closing: whatever it still sends must not touch the replica, which the
+        // newer session now owns (two interleaved resyncs could otherwise mix).
+        if (current !== me) return
         try {
           if (isBinary) throw new LinkError('ERR_LINK_PROTOCOL', CLOSE.PROTOCOL, 'binary frame')
           const body = validateInnerToOuter(channel.open(data.toString()))
@@ -115,6 +136,7 @@ export function createLinkServer(deps: {
         log.error({ peer: peerKey.slice(0, 8), err: e }, 'link session hook failed')
       }
     }, (e: unknown) => {
+      done()
       const err = e instanceof LinkError ? e : new LinkError('ERR_LINK_PROTOCOL', CLOSE.INTERNAL, String(e))
       log.error({ remote, code: err.code, reason: err.message }, 'link handshake refused')
       if (ws.readyState === ws.OPEN) refuse(ws, err)

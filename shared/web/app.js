@@ -116,8 +116,8 @@
     tail.append(handle)
     sub.append(tail)
     li.append(top, sub)
-    li.addEventListener('click', () => openItem(e))
-    li.addEventListener('keydown', (ev) => { if (ev.key === 'Enter') openItem(e) })
+    li.addEventListener('click', () => openItem(e, it.ok))
+    li.addEventListener('keydown', (ev) => { if (ev.key === 'Enter') openItem(e, it.ok) })
     return li
   }
 
@@ -154,7 +154,9 @@
 
   // Only http(s) is opened: a scheme-less url ("host/path") gets http:// and anything else
   // (javascript:, data:, …) fails to parse as an http URL and is refused.
-  function openItem(e) {
+  function openItem(e, ok) {
+    // An item whose signature failed may come from a tampered server: its link is not followed.
+    if (!ok) return toast('验签失败，已阻止打开该链接 (signature not verified; link blocked)', true)
     send({ t: 'read', seq: e.seq })
     const raw = String(e.url || '').trim()
     let u = null

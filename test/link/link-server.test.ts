@@ -55,3 +55,27 @@ t.test('link: a session hook that fails on storage is logged; the session stays 
   t.equal(inner.daemon.links[0]!.state, 'up')
   t.equal(inner.logs.lines.filter((l) => l.msg === 'link up').length, 1, 'one session, never dropped')
 })
+
+t.test('link: unauthenticated connections are capped; a freed slot is usable again', async (t) => {
+  const { default: WebSocket } = await import('ws')
+  const { MAX_PENDING_HANDSHAKES } = await import('../../outer/link-server.js')
+  const dir = t.testdir()
+  const keys = makeKeys(dir)
+  const outer = await startOuter(t, dir, keys)
+  const open = async (): Promise<{ ws: InstanceType<typeof WebSocket>; status?: number }> => {
+    const ws = new WebSocket(outer.linkUrl)
+    t.teardown(() => ws.terminate())
+    return new Promise((res) => {
+      ws.once('message', () => res({ ws })) // the hello: this connection holds a handshake slot
+      ws.once('unexpected-response', (_req, r) => res({ ws, status: r.statusCode }))
+      ws.once('error', () => { /* reported through unexpected-response */ })
+    })
+  }
+  const held = []
+  for (let i = 0; i < MAX_PENDING_HANDSHAKES; i++) held.push(await open())
+  t.ok(held.every((h) => h.status === undefined), `${MAX_PENDING_HANDSHAKES} handshakes may be pending`)
+  t.equal((await open()).status, 503, 'one more is refused')
+  await outer.logs.waitFor((l) => l.msg === 'link connection refused: too many handshakes in progress', 'refusal logged')
+  held[0]!.ws.close()
+  await waitFor(async () => (await open()).status === undefined, 'a slot frees when a pending connection closes')
+})

@@ -192,6 +192,13 @@ t.test('page: verifies, lists and acknowledges todos live, and sends read on tap
   t.notMatch(forgedText, /(^|[^T] )verified/, 'nor the bare word verified')
   t.match(forgedText, /验签失败 \/ NOT verified/)
   await page.waitForFunction(() => document.getElementById('total')?.textContent === '16')
+  // Tapping the forged item neither follows its link nor sends a read receipt; a warning explains why.
+  const popupsBefore = page.context().pages().length
+  const readsBeforeForged = srv.frames.filter((f) => f.t === 'read').length
+  await page.click('li.todo[data-seq="4"]')
+  await page.waitForSelector('#toast .toast-msg.warn')
+  t.equal(page.context().pages().length, popupsBefore, 'no page opened for an unverified item')
+  t.equal(srv.frames.filter((f) => f.t === 'read').length, readsBeforeForged, 'no read receipt for an unverified item')
 
   // quantity 0 removes the system.
   ws.send(JSON.stringify({ t: 'update', item: env(5, 'sysB', '排污许可', 1, 0, b2.url) }))
