@@ -104,7 +104,7 @@ export function build(config: InnerConfig, deps: InnerDeps = {}): InnerDaemon {
     async start() {
       if (started) return
       started = true
-      registry.watch()
+      registry.watch(250, (e) => log.error({ err: e }, 'registry reload failed; retrying'))
       await actions.start()
       if (config.listen.intake) {
         servers.push({

@@ -268,8 +268,15 @@ export class RegistryCache {
   }
 
   /** Polls for changes every `ms` (DESIGN §3.1: effective within one second). */
-  watch(ms = 250): void {
-    this.timer ??= setInterval(() => this.refresh(), ms)
+  watch(ms = 250, onError: (e: unknown) => void = () => {}): void {
+    // A failed look (say, a listener throwing) must not end the daemon: the next tick tries again.
+    this.timer ??= setInterval(() => {
+      try {
+        this.refresh()
+      } catch (e) {
+        onError(e)
+      }
+    }, ms)
     this.timer.unref()
   }
 

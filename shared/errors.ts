@@ -31,6 +31,7 @@ export const ERRORS = {
   E_RATE: { status: 429, zh: '请求过于频繁，请稍后再试', en: 'rate limit exceeded for this system' },
   E_STORAGE: { status: 503, zh: '存储暂时不可用，消息未保存，请重试', en: 'storage unavailable; nothing was stored, retry' },
   E_SHUTTING_DOWN: { status: 503, zh: '服务正在停止，请重试', en: 'server is shutting down; retry' },
+  E_CLIENT_ABORTED: { status: 400, zh: '客户端在请求体发送完之前断开了连接', en: 'the client closed the connection before the body was complete' },
   E_INTERNAL: { status: 500, zh: '服务器内部错误', en: 'internal error' },
 
   // ---- client API (DESIGN §3.6) ----

@@ -26,7 +26,8 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       chunks.push(c)
     })
     req.on('end', () => { if (!failed) resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)) })
-    req.on('error', (e) => { if (!failed) { failed = true; reject(e) } })
+    // A client that hangs up mid-body is not our error: no reply can reach it, and nothing was stored.
+    req.on('error', (e) => { if (!failed) { failed = true; reject(new RelayError('E_CLIENT_ABORTED', { reason: (e as NodeJS.ErrnoException).code ?? e.message })) } })
   })
 }
 

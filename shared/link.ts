@@ -207,6 +207,7 @@ export async function clientHandshake(ws: WebSocket, opts: {
   const hello = parseHandshake(await nextMessage(ws, timeout))
   if (typeof hello === 'string') throw new LinkError('ERR_LINK_PROTOCOL', CLOSE.PROTOCOL, hello)
   if (hello.t !== 'hello') throw new LinkError('ERR_LINK_PROTOCOL', CLOSE.PROTOCOL, `expected hello, got ${hello.t}`)
+  if (hello.v !== PROTOCOL_VERSION) throw new LinkError('ERR_LINK_PROTOCOL', CLOSE.PROTOCOL, `server speaks protocol ${hello.v}, this side ${PROTOCOL_VERSION}`)
   if (hello.key !== opts.serverKey) throw new LinkError('ERR_LINK_UNKNOWN_KEY', CLOSE.UNKNOWN_KEY, 'server key does not match the pinned key')
   const clientNonce = randomNonce()
   const auth: AuthFrame = {
@@ -225,6 +226,7 @@ export async function clientHandshake(ws: WebSocket, opts: {
     throw new LinkError(code, CLOSE.PROTOCOL, `server refused: ${reply.code} ${reply.msg}`)
   }
   if (reply.t !== 'welcome') throw new LinkError('ERR_LINK_PROTOCOL', CLOSE.PROTOCOL, `expected welcome, got ${reply.t}`)
+  if (reply.v !== PROTOCOL_VERSION) throw new LinkError('ERR_LINK_PROTOCOL', CLOSE.PROTOCOL, `welcome for protocol ${reply.v}`)
   const signed = canonicalBytes(welcomeSignedObject({
     serverKey: hello.key, serverNonce: hello.nonce, clientKey: opts.key.publicKey, clientNonce, epoch: reply.epoch, hw: reply.hw,
   }))
