@@ -210,6 +210,8 @@ export function createProgram(): Command {
         const l = stats.latency
         const fmt = (p: typeof l.storedToAcked): string => (p.n === 0 ? 'n/a' : `p50 ${p.p50} ms, p95 ${p.p95} ms, p99 ${p.p99} ms (n=${p.n})`)
         w.write(`latency received→stored: ${fmt(l.receivedToStored)}\nlatency stored→acked:    ${fmt(l.storedToAcked)}\nlatency stored→delivered: ${fmt(l.storedToDelivered)}\n`)
+        const a = stats.actions
+        w.write(`actions: ${a.forwarded} being delivered, ${a.delivered} delivered, ${a.failed} failed\n`)
         writeIntegrationStats(w, stats)
       } finally {
         store.close()

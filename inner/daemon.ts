@@ -14,6 +14,8 @@ import { ClientHub } from '../shared/client-hub.js'
 import { createClientApi, type ClientApi } from '../shared/client-api.js'
 import type { InnerConfig } from './config.js'
 import { InnerStore } from './store.js'
+import { actionCounts } from './monitor.js'
+import { Gauge } from 'prom-client'
 import { Retention } from './retention.js'
 import { RegistryCache } from './registry.js'
 import { Ingest } from './ingest.js'
@@ -65,6 +67,11 @@ export function build(config: InnerConfig, deps: InnerDeps = {}): InnerDaemon {
   const retention = new Retention(store, config.outers.map((o) => o.publicKey), config.retention, log.child({ mod: 'retention' }))
   const registry = new RegistryCache(store.db)
   const metrics = createMetrics()
+  new Gauge({
+    name: 'todo_inner_actions', help: 'User actions held by the inner, by status (forwarded = being delivered to the callback)',
+    labelNames: ['status'], registers: [metrics.registry],
+    collect() { for (const [status, n] of Object.entries(actionCounts(store))) this.set({ status }, n) },
+  })
   const ingest = new Ingest(store, key, config.centerId, log.child({ mod: 'ingest' }))
   ingest.on('stored', (envs) => metrics.stored.inc(envs.length))
   const rejections = new Rejections(store.db, log.child({ mod: 'reject' }), metrics)

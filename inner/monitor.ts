@@ -79,6 +79,19 @@ export interface Stats {
   peers: PeerStats[]
   /** Milliseconds between stages over the most recent `window` messages. */
   latency: { storedToAcked: Percentiles; storedToDelivered: Percentiles; receivedToStored: Percentiles }
+  /** Actions from users (DESIGN §3.6) by status at the inner: forwarded (being delivered), delivered, failed. */
+  actions: ActionCounts
+}
+
+export interface ActionCounts { forwarded: number; delivered: number; failed: number }
+
+/** Actions held by the inner, by status. */
+export function actionCounts(store: InnerStore): ActionCounts {
+  const out: ActionCounts = { forwarded: 0, delivered: 0, failed: 0 }
+  for (const r of store.db.prepare<[], { status: keyof ActionCounts; n: number }>('SELECT status, count(*) AS n FROM actions GROUP BY status').all()) {
+    if (r.status in out) out[r.status] = r.n
+  }
+  return out
 }
 
 function percentiles(values: number[]): Percentiles {
@@ -134,6 +147,7 @@ export function collectStats(store: InnerStore, systems: readonly SystemInfo[], 
       storedToAcked: percentiles(recent.filter((m) => m.a !== null).map((m) => m.a! - m.s)),
       storedToDelivered: percentiles(recent.filter((m) => m.d !== null).map((m) => m.d! - m.s)),
     },
+    actions: actionCounts(store),
   }
 }
 

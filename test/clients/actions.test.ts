@@ -9,6 +9,7 @@ import Database from 'better-sqlite3'
 import { addSystem, connectWs, makeKeys, startInner, startOuter, startPair, token, waitFor, type Frame, type WsClient } from '../helpers/daemons.js'
 import { signatureValid, startCallbackServer } from '../helpers/callback-server.js'
 import { parseActionTypes } from '../../inner/registry.js'
+import { actionCounts } from '../../inner/monitor.js'
 
 interface Reply { status: number; body: Record<string, unknown> }
 
@@ -72,6 +73,11 @@ t.test('actions: a phone action reaches the callback signed with the auth code; 
   const innerRow = inner.daemon.store.db.prepare('SELECT status, token, attempts FROM actions WHERE id = ?').get(id)
   t.same(innerRow, { status: 'delivered', token: null, attempts: 1 })
   t.equal(cb.requests.length, 1, 'delivered exactly once')
+
+  // Operators see it: `stats` and the admin listener's /metrics.
+  t.same(actionCounts(inner.daemon.store), { forwarded: 0, delivered: 1, failed: 0 })
+  const metrics = await (await fetch(`${inner.adminUrl}/metrics`)).text()
+  t.match(metrics, /todo_inner_actions\{status="delivered"\} 1/)
 })
 
 t.test('actions: over /ws the reply is the queued action frame, then each change', async (t) => {
