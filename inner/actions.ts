@@ -23,7 +23,8 @@ import { fullJitterDelay } from '../shared/backoff.js'
 import { createTokenVerifier, type TokenConfig, type TokenVerifier } from '../shared/tokens.js'
 import type { ActionRequest, ActionStatus, LinkAction } from '../shared/protocol.js'
 import type { ActionRecord } from '../shared/client-api.js'
-import type { RegistryCache, SystemInfo } from './registry.js'
+import type { SystemInfo } from './registry.js'
+import type { RegistryCache } from './registry-cache.js'
 import { callbackBodyText, createCallbackAgent, postCallback, signCallback } from './callback.js'
 
 /** `origin` of actions submitted on the inner's own portal listener. */

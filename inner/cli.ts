@@ -9,10 +9,10 @@ import { parseDuration } from '../shared/tokens.js'
 import { loadInnerConfig } from './config.js'
 import { build } from './daemon.js'
 import type { InnerStore } from './store.js'
-import { MODES, Registry, SCOPES, parseActionTypes, type Mode, type Scope, type SystemInfo } from './registry.js'
+import { MODES, Registry, SCOPES, parseActionTypes, type Mode, type Scope, type SystemInfo, type SystemUpdate } from './registry.js'
 import { collectStats, traceMessage, traceUser, type Trace } from './monitor.js'
 import {
-  addSystemRemove, addUserCommands, describeIntegration, fmtTime, integrationDetails, openStore, writeIntegrationStats,
+  addSystemRemove, addUserCommands, describeIntegration, fmtTime, integrationDetails, openStore, writeIntegrationStats, type IntegrationDetails,
 } from './cli-integration.js'
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v]
@@ -43,6 +43,18 @@ function describeSystem(s: SystemInfo): string {
     `created:     ${fmtTime(s.createdAt)}`,
     `updated:     ${fmtTime(s.updatedAt)}`,
   ].join('\n')
+}
+
+/** What `system show` (and `system update`) prints: the registration, its auth codes, poll health and rejections. */
+function systemView(r: Registry, store: InnerStore, s: SystemInfo): { s: SystemInfo; codes: ReturnType<Registry['codes']>; details: IntegrationDetails } {
+  return { s, codes: r.codes(s.id), details: integrationDetails(store.db, s) }
+}
+
+function printSystemView({ s, codes, details }: ReturnType<typeof systemView>, json: boolean, extra: Record<string, unknown> = {}): void {
+  if (json) return printJson({ ...s, authCodes: codes, ...details, ...extra })
+  process.stdout.write(describeSystem(s) + '\n')
+  for (const c of codes) process.stdout.write(`auth code:   ${c.code}  ${c.expiresAt === null ? '(current)' : `(expires ${fmtTime(c.expiresAt)})`}\n`)
+  process.stdout.write(describeIntegration(s, details))
 }
 
 function parsePositiveInt(name: string) {
@@ -125,14 +137,50 @@ export function createProgram(): Command {
     .requiredOption('--config <file>', 'inner.json')
     .option('--json', 'print JSON')
     .action((id: string, o: { config: string; json?: boolean }) => {
-      const { s, codes, details } = withRegistry(o.config, (r, store) => {
-        const s = r.get(id)
-        return { s, codes: r.codes(s.id), details: integrationDetails(store.db, s) }
+      printSystemView(withRegistry(o.config, (r, store) => systemView(r, store, r.get(id))), o.json === true)
+    })
+
+  system.command('update')
+    .description('change a registration in place: id, auth codes and users\' counts stay (remove + add would zero the counts); '
+      + 'given lists replace the whole list; prints the system as `system show` does')
+    .argument('<system>', 'id or name')
+    .requiredOption('--config <file>', 'inner.json')
+    .option('--name <name>', 'new name')
+    .addOption(new Option('--mode <mode>', 'cannot change: accepted only when equal to the current mode (to change it, remove the system and add it again)').choices(MODES as string[]))
+    .option('--url <url>', 'poll URL (a pull system always keeps one)')
+    .option('--interval <seconds>', 'poll interval in seconds (pull systems)', parsePositiveInt('--interval'))
+    .addOption(new Option('--scope <scope>', 'levels that use the system (repeatable; replaces the list)').choices(SCOPES as string[]).argParser(collect))
+    .option('--allow-ip <cidr>', 'accept pushes only from these address ranges (repeatable; replaces the list)', collect)
+    .addOption(new Option('--clear-allow-ip', 'accept pushes from any address').conflicts('allowIp'))
+    .option('--callback <url>', 'where user actions are POSTed')
+    .addOption(new Option('--clear-callback', 'remove the callback (actions are refused with E_ACTION_NO_CALLBACK)').conflicts('callback'))
+    .option('--action-types <list>', 'action types users may send to the callback, comma-separated (replaces the list)', parseActionTypes)
+    .option('--description <text>', 'free text')
+    .option('--rate <perSecond>', 'records per second before E_RATE', parsePositiveInt('--rate'))
+    .addOption(new Option('--clear-rate', 'use the config\'s intake.ratePerSecond again').conflicts('rate'))
+    .option('--json', 'print JSON (as `system show --json`, plus `changed`)')
+    .action((id: string, o: {
+      config: string; name?: string; mode?: Mode; url?: string; interval?: number; scope?: Scope[]; allowIp?: string[]; clearAllowIp?: boolean
+      callback?: string; clearCallback?: boolean; actionTypes?: string[]; description?: string; rate?: number; clearRate?: boolean; json?: boolean
+    }) => {
+      const changes: SystemUpdate = {
+        ...(o.mode !== undefined ? { mode: o.mode } : {}),
+        ...(o.name !== undefined ? { name: o.name } : {}),
+        ...(o.url !== undefined ? { url: o.url } : {}),
+        ...(o.interval !== undefined ? { intervalSeconds: o.interval } : {}),
+        ...(o.scope !== undefined ? { scopes: o.scope } : {}),
+        ...(o.allowIp !== undefined ? { allowIps: o.allowIp } : o.clearAllowIp ? { allowIps: [] } : {}),
+        ...(o.callback !== undefined ? { callback: o.callback } : o.clearCallback ? { callback: null } : {}),
+        ...(o.actionTypes !== undefined ? { actionTypes: o.actionTypes } : {}),
+        ...(o.description !== undefined ? { description: o.description } : {}),
+        ...(o.rate !== undefined ? { rateLimit: o.rate } : o.clearRate ? { rateLimit: null } : {}),
+      }
+      const { view, changed } = withRegistry(o.config, (r, store) => {
+        const u = r.update(id, changes)
+        return { view: systemView(r, store, u.system), changed: u.changed }
       })
-      if (o.json) return printJson({ ...s, authCodes: codes, ...details })
-      process.stdout.write(describeSystem(s) + '\n')
-      for (const c of codes) process.stdout.write(`auth code:   ${c.code}  ${c.expiresAt === null ? '(current)' : `(expires ${fmtTime(c.expiresAt)})`}\n`)
-      process.stdout.write(describeIntegration(s, details))
+      if (!o.json) process.stderr.write(changed.length === 0 ? 'nothing changed: the given values are the current ones\n' : `updated ${changed.join(', ')}\n`)
+      printSystemView(view, o.json === true, { changed })
     })
 
   for (const [verb, enabled] of [['enable', true], ['disable', false]] as const) {

@@ -1,9 +1,7 @@
 /**
- * The registry of business systems (注册) and their auth codes (授权码, the whitelist 白名单).
- *
- * The CLI writes it straight into the daemon's SQLite file; a running daemon notices within a second
- * through `PRAGMA data_version` (which changes when another connection commits) and reloads its
- * in-memory view, so `system …` commands take effect without a restart.
+ * The registry of business systems (注册) and their auth codes (授权码, the whitelist 白名单): validation
+ * and the writes that `system …` commands make. The CLI writes straight into the daemon's SQLite file; the
+ * daemon's in-memory view (registry-cache.ts) follows within a second.
  */
 import { randomBytes } from 'node:crypto'
 import { BlockList, isIP } from 'node:net'
@@ -35,14 +33,14 @@ export interface SystemInfo {
   updatedAt: number
 }
 
-interface SystemRow {
+export interface SystemRow {
   id: string; name: string; mode: Mode; url: string | null; interval_s: number | null; scopes: string; allow_ips: string
   callback: string | null; description: string; rate_limit: number | null; enabled: number; created_at: number; updated_at: number
   action_types?: string
   removing_at?: number | null
 }
 
-function fromRow(r: SystemRow): SystemInfo {
+export function fromRow(r: SystemRow): SystemInfo {
   return {
     id: r.id, name: r.name, mode: r.mode, url: r.url, intervalSeconds: r.interval_s,
     scopes: JSON.parse(r.scopes) as Scope[], allowIps: JSON.parse(r.allow_ips) as string[], callback: r.callback,
@@ -111,38 +109,137 @@ export interface AddSystemInput {
   rateLimit?: number
 }
 
+/** A system's registration: what `system add` sets and, all but the mode, what `system update` changes. */
+export interface Registration {
+  name: string
+  mode: Mode
+  url: string | null
+  intervalSeconds: number | null
+  scopes: Scope[]
+  allowIps: string[]
+  callback: string | null
+  actionTypes: string[]
+  description: string
+  rateLimit: number | null
+}
+
+/**
+ * The one check of a whole registration, shared by `system add` and `system update` so both accept
+ * exactly the same values. Returns it normalized (name trimmed, scopes and action types deduplicated);
+ * throws ERR_CLI_USAGE with the reason.
+ */
+export function validateRegistration(r: Registration): Registration {
+  const name = r.name.trim()
+  if (name.length === 0 || name.length > 256) throw new RelayError('ERR_CLI_USAGE', { reason: '--name must be 1..256 characters' })
+  if (!MODES.includes(r.mode)) throw new RelayError('ERR_CLI_USAGE', { reason: `--mode must be one of ${MODES.join(', ')}` })
+  if (r.mode !== 'push' && !r.url) throw new RelayError('ERR_CLI_USAGE', { reason: `--url is required for --mode ${r.mode}` })
+  for (const u of [r.url, r.callback]) if (u !== null) checkHttpUrl(u)
+  for (const c of r.allowIps) parseCidr(c)
+  // Checked here, not only by the CLI's option parser (commander's argParser replaces its choices check).
+  for (const sc of r.scopes) if (!SCOPES.includes(sc)) throw new RelayError('ERR_CLI_USAGE', { reason: `--scope must be one of ${SCOPES.join(', ')}` })
+  const actionTypes = parseActionTypes(r.actionTypes)
+  if (r.intervalSeconds !== null && !(Number.isInteger(r.intervalSeconds) && r.intervalSeconds >= 1 && r.intervalSeconds <= 86400)) {
+    throw new RelayError('ERR_CLI_USAGE', { reason: '--interval must be 1..86400 seconds' })
+  }
+  if (r.rateLimit !== null && !(Number.isInteger(r.rateLimit) && r.rateLimit >= 1)) throw new RelayError('ERR_CLI_USAGE', { reason: '--rate must be a positive integer' })
+  return { ...r, name, scopes: [...new Set(r.scopes)], allowIps: [...r.allowIps], actionTypes }
+}
+
+/**
+ * What `system update` changes: an absent field stays as it is, `null` clears (callback, rate limit), a
+ * list replaces the whole list. `mode` is only compared: a mode cannot change.
+ */
+export interface SystemUpdate {
+  mode?: Mode
+  name?: string
+  url?: string
+  intervalSeconds?: number
+  scopes?: Scope[]
+  allowIps?: string[]
+  callback?: string | null
+  actionTypes?: string[]
+  description?: string
+  rateLimit?: number | null
+}
+
+/** The fields of a registration that `system update` can change, in the order it reports them. */
+export const UPDATABLE: readonly (keyof SystemUpdate & keyof Registration)[] = [
+  'name', 'url', 'intervalSeconds', 'scopes', 'allowIps', 'callback', 'actionTypes', 'description', 'rateLimit',
+]
+
 /** Registry operations on the database; used by the CLI and by tests. */
 export class Registry {
   constructor(private readonly db: DB) {}
 
   add(input: AddSystemInput): { system: SystemInfo; authCode: string } {
-    const name = input.name.trim()
-    if (name.length === 0 || name.length > 256) throw new RelayError('ERR_CLI_USAGE', { reason: '--name must be 1..256 characters' })
-    if (!MODES.includes(input.mode)) throw new RelayError('ERR_CLI_USAGE', { reason: `--mode must be one of ${MODES.join(', ')}` })
-    if (input.mode !== 'push' && !input.url) throw new RelayError('ERR_CLI_USAGE', { reason: `--url is required for --mode ${input.mode}` })
-    for (const u of [input.url, input.callback]) if (u !== undefined) checkHttpUrl(u)
-    for (const c of input.allowIps ?? []) parseCidr(c)
-    // Checked here, not only by the CLI's option parser (commander's argParser replaces its choices check).
-    for (const sc of input.scopes ?? []) if (!SCOPES.includes(sc)) throw new RelayError('ERR_CLI_USAGE', { reason: `--scope must be one of ${SCOPES.join(', ')}` })
-    const actionTypes = parseActionTypes(input.actionTypes ?? DEFAULT_ACTION_TYPES)
-    if (input.intervalSeconds !== undefined && !(Number.isInteger(input.intervalSeconds) && input.intervalSeconds >= 1 && input.intervalSeconds <= 86400)) {
-      throw new RelayError('ERR_CLI_USAGE', { reason: '--interval must be 1..86400 seconds' })
-    }
-    if (this.db.prepare('SELECT 1 FROM systems WHERE name = ?').get(name)) throw new RelayError('ERR_SYSTEM_EXISTS', { reason: name })
+    const r = validateRegistration({
+      name: input.name, mode: input.mode, url: input.url ?? null,
+      intervalSeconds: input.intervalSeconds ?? (input.mode === 'push' ? null : 60),
+      scopes: input.scopes ?? [], allowIps: input.allowIps ?? [], callback: input.callback ?? null,
+      actionTypes: input.actionTypes ?? [...DEFAULT_ACTION_TYPES], description: input.description ?? '', rateLimit: input.rateLimit ?? null,
+    })
+    if (this.db.prepare('SELECT 1 FROM systems WHERE name = ?').get(r.name)) throw new RelayError('ERR_SYSTEM_EXISTS', { reason: r.name })
     const now = Date.now()
     const id = `sys-${randomBytes(5).toString('hex')}`
     const code = newAuthCode()
     this.db.transaction(() => {
       this.db.prepare(`INSERT INTO systems(id, name, mode, url, interval_s, scopes, allow_ips, callback, description, rate_limit, enabled, created_at, updated_at)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)`).run(
-        id, name, input.mode, input.url ?? null,
-        input.mode === 'push' ? null : (input.intervalSeconds ?? 60),
-        JSON.stringify([...new Set(input.scopes ?? [])]), JSON.stringify(input.allowIps ?? []), input.callback ?? null,
-        input.description ?? '', input.rateLimit ?? null, now, now)
+        id, r.name, r.mode, r.url,
+        r.mode === 'push' ? null : r.intervalSeconds,
+        JSON.stringify(r.scopes), JSON.stringify(r.allowIps), r.callback,
+        r.description, r.rateLimit, now, now)
       this.db.prepare('INSERT INTO auth_codes(code, system_id, created_at, expires_at) VALUES (?, ?, ?, NULL)').run(code, id, now)
-      this.db.prepare('UPDATE systems SET action_types = ? WHERE id = ?').run(JSON.stringify(actionTypes), id)
+      this.db.prepare('UPDATE systems SET action_types = ? WHERE id = ?').run(JSON.stringify(r.actionTypes), id)
     })()
     return { system: this.get(id), authCode: code }
+  }
+
+  /**
+   * Changes a registration in place: its id, auth codes, enabled flag and every user's count stay (unlike
+   * remove + add, which zeroes the counts). Validated exactly as `add`; the mode cannot change; refused
+   * while a removal is pending. Read, check and write are one IMMEDIATE transaction, so a concurrent
+   * `system remove` or another update cannot slip in between. Values equal to the current ones are not
+   * written (`changed` is then empty and `updated_at` stays). A running daemon reloads within a second.
+   */
+  update(idOrName: string, changes: SystemUpdate): { system: SystemInfo; changed: (typeof UPDATABLE)[number][] } {
+    const given = UPDATABLE.filter((k) => changes[k] !== undefined)
+    const nothing = (): RelayError => new RelayError('ERR_CLI_USAGE', {
+      reason: 'nothing to change: give at least one of --name, --url, --interval, --scope, --allow-ip, --clear-allow-ip, --callback, '
+        + '--clear-callback, --action-types, --description, --rate, --clear-rate',
+    })
+    if (given.length === 0 && changes.mode === undefined) throw nothing()
+    return this.db.transaction(() => {
+      const cur = this.get(idOrName)
+      if (cur.removingAt !== null) throw new RelayError('ERR_SYSTEM_REMOVING', { reason: `${cur.id} is being removed` })
+      if (changes.mode !== undefined && changes.mode !== cur.mode) {
+        throw new RelayError('ERR_CLI_USAGE', {
+          reason: `the mode of ${cur.id} (${cur.name}) is ${cur.mode} and cannot change to ${changes.mode}: `
+            + 'run `system remove` and `system add` again with the new mode (removing sets every user\'s count from it to 0)',
+        })
+      }
+      if (given.length === 0) throw nothing()
+      if (cur.mode === 'push' && changes.intervalSeconds !== undefined) {
+        throw new RelayError('ERR_CLI_USAGE', { reason: `--interval applies to pull-user and pull-all systems; ${cur.id} is push` })
+      }
+      const next = validateRegistration({
+        name: changes.name ?? cur.name, mode: cur.mode, url: changes.url ?? cur.url,
+        intervalSeconds: changes.intervalSeconds ?? cur.intervalSeconds, scopes: changes.scopes ?? cur.scopes,
+        allowIps: changes.allowIps ?? cur.allowIps, callback: changes.callback === undefined ? cur.callback : changes.callback,
+        actionTypes: changes.actionTypes ?? cur.actionTypes, description: changes.description ?? cur.description,
+        rateLimit: changes.rateLimit === undefined ? cur.rateLimit : changes.rateLimit,
+      })
+      const changed = UPDATABLE.filter((k) => JSON.stringify(next[k]) !== JSON.stringify(cur[k]))
+      if (changed.length === 0) return { system: cur, changed }
+      if (changed.includes('name') && this.db.prepare('SELECT 1 FROM systems WHERE name = ? AND id <> ?').get(next.name, cur.id)) {
+        throw new RelayError('ERR_SYSTEM_EXISTS', { reason: next.name })
+      }
+      this.db.prepare(`UPDATE systems SET name = ?, url = ?, interval_s = ?, scopes = ?, allow_ips = ?, callback = ?, action_types = ?,
+        description = ?, rate_limit = ?, updated_at = ? WHERE id = ?`).run(
+        next.name, next.url, next.intervalSeconds, JSON.stringify(next.scopes), JSON.stringify(next.allowIps), next.callback,
+        JSON.stringify(next.actionTypes), next.description, next.rateLimit, Date.now(), cur.id)
+      return { system: this.get(cur.id), changed }
+    }).immediate()
   }
 
   list(): SystemInfo[] {
@@ -225,89 +322,4 @@ export function checkHttpUrl(u: string): void {
     throw new RelayError('ERR_CLI_USAGE', { reason: `not a URL: ${u}` })
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new RelayError('ERR_CLI_USAGE', { reason: `URL must be http(s): ${u}` })
-}
-
-export interface CodeEntry { system: SystemInfo; allow: BlockList | null; expiresAt: number | null }
-
-/**
- * The daemon's in-memory view of the registry, reloaded when the database changes underneath it.
- * Lookups on the intake hot path are one Map get.
- */
-export class RegistryCache {
-  private byCode = new Map<string, CodeEntry>()
-  private byId = new Map<string, SystemInfo>()
-  private version = -1
-  private timer: NodeJS.Timeout | undefined
-  private readonly listeners = new Set<() => void>()
-
-  constructor(private readonly db: DB) {
-    this.reload()
-  }
-
-  /** Reloads when another connection (the CLI) has committed since the last look. */
-  refresh(): boolean {
-    const v = this.db.pragma('data_version', { simple: true }) as number
-    if (v === this.version) return false
-    this.reload()
-    return true
-  }
-
-  reload(): void {
-    this.version = this.db.pragma('data_version', { simple: true }) as number
-    const systems = this.db.prepare<[], SystemRow>('SELECT * FROM systems').all().map(fromRow)
-    const byId = new Map(systems.map((s) => [s.id, s]))
-    const allow = new Map(systems.map((s) => [s.id, buildAllowList(s.allowIps)]))
-    const byCode = new Map<string, CodeEntry>()
-    for (const c of this.db.prepare<[], { code: string; system_id: string; expires_at: number | null }>('SELECT code, system_id, expires_at FROM auth_codes').all()) {
-      const s = byId.get(c.system_id)
-      if (s) byCode.set(c.code, { system: s, allow: allow.get(s.id) ?? null, expiresAt: c.expires_at })
-    }
-    this.byCode = byCode
-    this.byId = byId
-    for (const l of this.listeners) l()
-  }
-
-  /** Polls for changes every `ms` (DESIGN §3.1: effective within one second). */
-  watch(ms = 250, onError: (e: unknown) => void = () => {}): void {
-    // A failed look (say, a listener throwing) must not end the daemon: the next tick tries again.
-    this.timer ??= setInterval(() => {
-      try {
-        this.refresh()
-      } catch (e) {
-        onError(e)
-      }
-    }, ms)
-    this.timer.unref()
-  }
-
-  onChange(fn: () => void): () => void {
-    this.listeners.add(fn)
-    return () => this.listeners.delete(fn)
-  }
-
-  stop(): void {
-    if (this.timer) clearInterval(this.timer)
-    this.timer = undefined
-  }
-
-  /** The entry for a code that is valid now, or undefined. */
-  lookup(code: string, now = Date.now()): CodeEntry | undefined {
-    const e = this.byCode.get(code)
-    if (!e || (e.expiresAt !== null && e.expiresAt <= now)) return undefined
-    return e
-  }
-
-  system(id: string): SystemInfo | undefined {
-    return this.byId.get(id)
-  }
-
-  systems(): SystemInfo[] {
-    return [...this.byId.values()]
-  }
-
-  /** The current (non-expiring) code of a system, for signing callbacks. */
-  currentCode(systemId: string): string | undefined {
-    for (const [code, e] of this.byCode) if (e.system.id === systemId && e.expiresAt === null) return code
-    return undefined
-  }
 }

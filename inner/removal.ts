@@ -14,7 +14,8 @@
  */
 import type { Logger } from '../shared/log.js'
 import type { Ingest, IngestItem } from './ingest.js'
-import type { RegistryCache, SystemInfo } from './registry.js'
+import type { SystemInfo } from './registry.js'
+import type { RegistryCache } from './registry-cache.js'
 import type { InnerStore, StateRow } from './store.js'
 
 export class SystemRemoval {
