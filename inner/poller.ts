@@ -15,16 +15,10 @@
  */
 import { Backoff } from '../shared/backoff.js'
 import type { Logger } from '../shared/log.js'
-import type { Ingest } from './ingest.js'
-import type { Metrics } from './metrics.js'
 import { PollClient, type PollHttpOptions } from './poll-fetch.js'
 import { initialPollHealth, writePollHealth, type PollHealth } from './poll-health.js'
 import { describeError, runRound, type RoundDeps } from './poll-round.js'
-import type { RecordLimits } from './record.js'
 import type { SystemInfo } from './registry.js'
-import type { RegistryCache } from './registry-cache.js'
-import type { Rejections } from './rejections.js'
-import type { InnerStore } from './store.js'
 
 export interface PollOptions extends PollHttpOptions {
   /** Cap on the extra wait after failures, ms (see the file comment). */
@@ -33,14 +27,8 @@ export interface PollOptions extends PollHttpOptions {
   maxRecords: number
 }
 
-export interface PollerDeps {
-  registry: RegistryCache
-  store: InnerStore
-  ingest: Ingest
-  rejections: Rejections
-  log: Logger
-  metrics: Metrics
-  limits: RecordLimits
+/** The collaborators a round uses, plus the scheduler's own options (a round's limits derive from them). */
+export interface PollerDeps extends Pick<RoundDeps, 'registry' | 'store' | 'ingest' | 'rejections' | 'log' | 'metrics' | 'limits'> {
   options: PollOptions
   now?: () => number
   random?: () => number

@@ -110,18 +110,8 @@ export interface AddSystemInput {
 }
 
 /** A system's registration: what `system add` sets and, all but the mode, what `system update` changes. */
-export interface Registration {
-  name: string
-  mode: Mode
-  url: string | null
-  intervalSeconds: number | null
-  scopes: Scope[]
-  allowIps: string[]
-  callback: string | null
-  actionTypes: string[]
-  description: string
-  rateLimit: number | null
-}
+export type Registration = Pick<SystemInfo,
+  'name' | 'mode' | 'url' | 'intervalSeconds' | 'scopes' | 'allowIps' | 'callback' | 'actionTypes' | 'description' | 'rateLimit'>
 
 /**
  * The one check of a whole registration, shared by `system add` and `system update` so both accept
